@@ -1,0 +1,3 @@
+from punie.cli.entry import main
+
+main()

@@ -1,0 +1,19 @@
+"""The root typer app; each command group lives in its own module."""
+
+from __future__ import annotations
+
+import typer
+
+from punie.cli import demo, doctor, generate, models
+
+app = typer.Typer(
+    name="punie",
+    help="Fine-tune small local models for your agent's job, and prove it worked.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(models.app, name="models")
+app.command("doctor")(doctor.doctor)
+app.command("generate")(generate.generate)
+app.command("demo")(demo.demo)

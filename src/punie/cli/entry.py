@@ -1,0 +1,37 @@
+"""The console-script entry point: fix BLAS first, then run the typer app."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+
+def main() -> None:
+    from punie import blas
+
+    blas.ensure_fast_blas()  # may re-execute this process; must precede any MLX import
+    from punie.cli.app import app
+    from punie.errors import PunieError
+
+    try:
+        app(standalone_mode=False)
+    except PunieError as exc:
+        if os.environ.get("PUNIE_DEBUG") == "1":
+            raise
+        print(f"Error: {exc}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print("Interrupted.", file=sys.stderr)
+        sys.exit(130)
+    except SystemExit:
+        raise
+    except Exception as exc:  # click's own usage errors arrive here in non-standalone mode
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.exceptions.Abort):
+            print("Aborted.", file=sys.stderr)
+            sys.exit(1)
+        raise

@@ -1,0 +1,27 @@
+"""One exception family for punie.
+
+Domain code raises these; the CLI prints the message on one line and exits 1.
+Every message should name the file, line or value at fault and what to do.
+"""
+
+from __future__ import annotations
+
+
+class PunieError(Exception):
+    """Base class: a problem the user can fix, described in the message."""
+
+
+class ConfigError(PunieError):
+    """A setting, option or config file value is invalid."""
+
+
+class DataError(PunieError):
+    """Input data is malformed or inconsistent."""
+
+
+class ModelError(PunieError):
+    """A model or adapter cannot be found, imported or loaded."""
+
+
+class ServeError(PunieError):
+    """A managed mlx_lm.server process failed or cannot be reached."""

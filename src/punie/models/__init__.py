@@ -1,0 +1,1 @@
+"""Resolving, importing and loading models and adapters."""

@@ -1,0 +1,57 @@
+"""Where punie keeps its files.
+
+Everything punie writes on its own lives under PUNIE_HOME (default ``~/.punie``);
+tests point the variable at a temporary directory. Functions, not constants, so
+that a change of the environment variable takes effect at once.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+HOME_ENV = "PUNIE_HOME"
+
+
+def punie_home() -> Path:
+    """The root of punie's user directory (created on first use)."""
+    raw = os.environ.get(HOME_ENV)
+    home = Path(raw).expanduser() if raw else Path.home() / ".punie"
+    home.mkdir(parents=True, exist_ok=True)
+    return home
+
+
+def models_dir() -> Path:
+    """Imported and converted models, one directory each."""
+    return _sub("models")
+
+
+def downloads_dir() -> Path:
+    """Downloaded files (wheels, GGUF files) kept so a re-import needs no network."""
+    return _sub("downloads")
+
+
+def servers_dir() -> Path:
+    """One JSON state file per managed mlx_lm.server process."""
+    return _sub("servers")
+
+
+def logs_dir() -> Path:
+    """Log files of background processes."""
+    return _sub("logs")
+
+
+def runs_dir() -> Path:
+    """Default output location for eval runs and demo artifacts."""
+    return _sub("runs")
+
+
+def traces_db() -> Path:
+    """The SQLite trace store."""
+    return punie_home() / "traces.sqlite"
+
+
+def _sub(name: str) -> Path:
+    path = punie_home() / name
+    path.mkdir(parents=True, exist_ok=True)
+    return path
