@@ -11,7 +11,7 @@ from punie.cli.console import err, out
 
 def demo(
     *,
-    prompt: Annotated[str, typer.Option(help="The question to ask the default model.")] = "What is the capital of France?",
+    prompt: Annotated[str, typer.Option(help="The question to ask.")] = "What is the capital of France?",
 ) -> None:
     """Import the default model (once) and answer a question with it."""
     from punie.models import registry

@@ -17,7 +17,7 @@ app = typer.Typer(help="Import, pull and list models in punie's cache.", no_args
 def import_gguf(
     file: Annotated[Path, typer.Argument(help="A llama-architecture .gguf file.")],
     *,
-    out_dir: Annotated[Path | None, typer.Option("--out", help="Output directory (default: in the model cache).")] = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Output directory (default: the model cache).")] = None,
     dtype: Annotated[str, typer.Option(help="float32, float16, bfloat16, or keep (stay quantized).")] = "float32",
     force: Annotated[bool, typer.Option(help="Replace an existing output directory.")] = False,
 ) -> None:

@@ -70,11 +70,11 @@ def read_gguf(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     if magic != b"GGUF":
         raise ModelError(f"{path}: not a GGUF file (it does not start with the GGUF magic bytes).")
     try:
-        weights, metadata = mx.load(str(path), return_metadata=True)
+        weights, metadata = mx.load(str(path), return_metadata=True)  # type: ignore[misc]
     except Exception as exc:  # MLX raises plain RuntimeError/ValueError for bad files
         raise ModelError(f"{path}: cannot read this GGUF file ({exc}). It may be truncated or use "
                          "tensor types MLX cannot load (supported: Q4_0, Q4_1, Q8_0, F16, F32).") from exc
-    return dict(weights), dict(metadata)
+    return dict(weights), dict(metadata)  # type: ignore[arg-type]
 
 
 def _scalar(metadata: dict[str, Any], key: str, default: Any = None) -> Any:
@@ -229,8 +229,9 @@ def import_gguf(source: Path, out: Path, *, dtype: str = "float32", force: bool 
         fileio.write_json(staging / "config.json", config)
         fileio.write_json(staging / "tokenizer.json", tokenizer_json)
         fileio.write_json(staging / "tokenizer_config.json", tok_config)
-        fileio.write_json(staging / "special_tokens_map.json",
-                          {k: tok_config[k] for k in ("bos_token", "eos_token", "pad_token", "unk_token") if tok_config.get(k)})
+        special_map = {k: tok_config[k] for k in ("bos_token", "eos_token", "pad_token", "unk_token")
+                       if tok_config.get(k)}
+        fileio.write_json(staging / "special_tokens_map.json", special_map)
         if out.exists():
             shutil.rmtree(out)
         staging.rename(out)

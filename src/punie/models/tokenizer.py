@@ -58,7 +58,7 @@ def build_tokenizer_json(metadata: dict[str, Any], source: Path) -> tuple[dict[s
     types = types_raw.tolist() if types_raw is not None else [1] * len(tokens)
 
     vocab = {tok: i for i, tok in enumerate(tokens)}
-    pairs = [tuple(m.split(" ", 1)) for m in merges]
+    pairs: list[tuple[str, str]] = [(a, b) for a, _, b in (m.partition(" ") for m in merges)]
     bpe = models.BPE(vocab=vocab, merges=pairs, fuse_unk=False, byte_fallback=False)
     tok = Tokenizer(bpe)
     tok.pre_tokenizer = _pre_tokenizer(str(metadata.get("tokenizer.ggml.pre", "default")), source)
