@@ -13,11 +13,19 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from punie import blas
 
-blas.ensure_fast_blas()
 
-import pytest  # noqa: E402
+def pytest_configure(config):
+    # Re-execute pytest with OpenBLAS preloaded, as the CLI does. pytest has already
+    # redirected stdout/stderr for capturing; restore them so the new process keeps them.
+    if blas.reexec_env() is not None:
+        capman = config.pluginmanager.getplugin("capturemanager")
+        if capman is not None:
+            capman.stop_global_capturing()
+        blas.ensure_fast_blas()
 
 TINY_CONFIG = {
     "model_type": "llama",
@@ -85,7 +93,7 @@ def run_cli(punie_home):
     """Run ``python -m punie ARGS`` in a subprocess, as a user would; returns CompletedProcess."""
 
     def run(*args: str, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
-        env = dict(os.environ, PUNIE_HOME=str(punie_home))
+        env = dict(os.environ, PUNIE_HOME=str(punie_home), COLUMNS="200")
         env.pop("PUNIE_BLAS_REEXEC", None)
         return subprocess.run([sys.executable, "-m", "punie", *args], capture_output=True, text=True,
                               env=env, timeout=timeout, **kwargs)

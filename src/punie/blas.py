@@ -51,9 +51,10 @@ def find_openblas() -> Path | None:
     return None
 
 
-def preloaded() -> Path | None:
-    """The OpenBLAS named in LD_PRELOAD, if it names one."""
-    for item in os.environ.get("LD_PRELOAD", "").replace(":", " ").split():
+def preloaded(env: dict[str, str] | None = None) -> Path | None:
+    """The OpenBLAS named in LD_PRELOAD (of ``env``, default this process), if it names one."""
+    env = os.environ if env is None else env
+    for item in env.get("LD_PRELOAD", "").replace(":", " ").split():
         if "openblas" in os.path.basename(item):
             return Path(item)
     return None
@@ -64,32 +65,46 @@ def child_env(base: dict[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ if base is None else base)
     if not applies() or env.get(OPT_OUT_ENV) == "1":
         return env
+    if preloaded(env) is not None:
+        return env
     lib = preloaded() or find_openblas()
-    if lib is not None and "openblas" not in env.get("LD_PRELOAD", ""):
+    if lib is not None:
         env["LD_PRELOAD"] = " ".join(filter(None, [str(lib), env.get("LD_PRELOAD", "")]))
     return env
 
 
-def ensure_fast_blas(argv: list[str] | None = None) -> None:
-    """Re-execute the current process once with OpenBLAS preloaded, when useful.
+def reexec_env() -> dict[str, str] | None:
+    """The environment to re-execute with, or None when no re-execution is wanted.
 
-    Must run before ``mlx`` is imported. Does nothing when MLX is already loaded,
-    when opted out, when the platform is not Linux, when no OpenBLAS exists, or
-    when this process is already the re-executed one.
+    None when opted out, when the platform is not Linux, when no OpenBLAS exists,
+    when MLX is already loaded, or when this process is already the re-executed one.
     """
     if not applies() or os.environ.get(OPT_OUT_ENV) == "1":
-        return
+        return None
     if os.environ.get(_REEXEC_MARK) == "1" or preloaded() is not None:
-        return
+        return None
     if "mlx.core" in sys.modules:
-        return
+        return None
     env = child_env()
     if "openblas" not in env.get("LD_PRELOAD", ""):
-        return
+        return None
     env[_REEXEC_MARK] = "1"
-    args = argv if argv is not None else sys.argv
-    # Re-run the same interpreter on the same entry point (``-m`` aware via orig_argv).
-    orig = getattr(sys, "orig_argv", None) or [sys.executable, *args]
+    return env
+
+
+def ensure_fast_blas() -> None:
+    """Re-execute the current process once with OpenBLAS preloaded, when useful.
+
+    Must run before ``mlx`` is imported; returns without doing anything when
+    :func:`reexec_env` says no re-execution is wanted.
+    """
+    env = reexec_env()
+    if env is None:
+        return
+    # Re-run the same interpreter with the same arguments (``-m`` aware via orig_argv).
+    orig = getattr(sys, "orig_argv", None) or [sys.executable, *sys.argv]
+    sys.stdout.flush()
+    sys.stderr.flush()
     os.execve(sys.executable, [sys.executable, *orig[1:]], env)
 
 

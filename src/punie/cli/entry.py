@@ -14,24 +14,9 @@ def main() -> None:
     from punie.errors import PunieError
 
     try:
-        app(standalone_mode=False)
+        app()  # standalone: usage errors print themselves and exit 2
     except PunieError as exc:
         if os.environ.get("PUNIE_DEBUG") == "1":
             raise
         print(f"Error: {exc}", file=sys.stderr)
         sys.exit(1)
-    except KeyboardInterrupt:
-        print("Interrupted.", file=sys.stderr)
-        sys.exit(130)
-    except SystemExit:
-        raise
-    except Exception as exc:  # click's own usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
-            print("Aborted.", file=sys.stderr)
-            sys.exit(1)
-        raise

@@ -160,7 +160,7 @@ def convert_weights(weights: dict[str, Any], config: dict[str, Any], dtype: str)
         grouped.setdefault(module, {})[part] = tensor
 
     out: dict[str, Any] = {}
-    quant_bits: set[int] = set()
+    quant_bits: dict[str, int] = {}
     for module, parts in grouped.items():
         if module.endswith("q_proj"):
             parts = {k: unpermute_rope_rows(v, config["num_attention_heads"]) for k, v in parts.items()}
@@ -170,7 +170,7 @@ def convert_weights(weights: dict[str, Any], config: dict[str, Any], dtype: str)
             in_features = parts["scales"].shape[-1] * _GROUP_SIZE
             bits = parts["weight"].shape[-1] * 32 // in_features
             if dtype == "keep":
-                quant_bits.add(bits)
+                quant_bits[module] = bits
                 out.update({f"{module}.{k}": v for k, v in parts.items()})
                 continue
             w = mx.dequantize(parts["weight"], parts["scales"], parts.get("biases"), group_size=_GROUP_SIZE, bits=bits)
@@ -178,11 +178,24 @@ def convert_weights(weights: dict[str, Any], config: dict[str, Any], dtype: str)
         else:
             w = parts["weight"]
             out[f"{module}.weight"] = w if dtype == "keep" else w.astype(getattr(mx, dtype))
-    if len(quant_bits) > 1:
-        raise ModelError(f"this GGUF mixes quantization widths {sorted(quant_bits)}; "
-                         "import it with --dtype float32 or float16 instead of keep.")
-    quantization = {"group_size": _GROUP_SIZE, "bits": quant_bits.pop()} if quant_bits else None
-    return out, quantization
+    return out, _quantization_config(quant_bits)
+
+
+def _quantization_config(bits_by_module: dict[str, int]) -> dict[str, Any] | None:
+    """mlx-lm's quantization config: the most common width, plus per-module exceptions.
+
+    GGUF files often keep the embedding at 8 bits and the rest at 4; mlx-lm reads a
+    module path key in the config as that module's own setting.
+    """
+    if not bits_by_module:
+        return None
+    widths = list(bits_by_module.values())
+    common = max(set(widths), key=widths.count)
+    config: dict[str, Any] = {"group_size": _GROUP_SIZE, "bits": common}
+    for module, bits in sorted(bits_by_module.items()):
+        if bits != common:
+            config[module] = {"group_size": _GROUP_SIZE, "bits": bits}
+    return config
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
