@@ -5,3 +5,11 @@ is preloaded on Linux (see :mod:`punie.blas`), which must happen before MLX load
 """
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):  # lazy, so that ``import punie`` stays free of MLX
+    if name in ("train", "TrainConfig", "TrainResult"):
+        from punie import training
+
+        return getattr(training, name)
+    raise AttributeError(f"module 'punie' has no attribute {name!r}")

@@ -53,8 +53,8 @@ def find_openblas() -> Path | None:
 
 def preloaded(env: dict[str, str] | None = None) -> Path | None:
     """The OpenBLAS named in LD_PRELOAD (of ``env``, default this process), if it names one."""
-    env = os.environ if env is None else env
-    for item in env.get("LD_PRELOAD", "").replace(":", " ").split():
+    source = os.environ if env is None else env
+    for item in source.get("LD_PRELOAD", "").replace(":", " ").split():
         if "openblas" in os.path.basename(item):
             return Path(item)
     return None

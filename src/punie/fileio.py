@@ -29,6 +29,8 @@ def atomic_path(target: Path, suffix: str = "") -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
+        # mkstemp creates 0600 files; give the result the mode a plain open() would.
+        os.chmod(tmp, target.stat().st_mode & 0o777 if target.exists() else 0o666 & ~_umask())
         _fsync(tmp)
         os.replace(tmp, target)
         _fsync_dir(target.parent)
@@ -54,6 +56,12 @@ def write_with(target: Path, writer: Callable[[Path], None], suffix: str = "") -
     """Let ``writer`` fill a temporary path, then move it into place."""
     with atomic_path(target, suffix=suffix) as tmp:
         writer(tmp)
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
 
 
 def _fsync(path: Path) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from punie.cli import demo, doctor, generate, models
+from punie.cli import data, demo, doctor, generate, models, train
 
 app = typer.Typer(
     name="punie",
@@ -17,3 +17,5 @@ app.add_typer(models.app, name="models")
 app.command("doctor")(doctor.doctor)
 app.command("generate")(generate.generate)
 app.command("demo")(demo.demo)
+app.add_typer(data.app, name="data")
+app.command("train")(train.train)

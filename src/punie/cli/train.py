@@ -1,0 +1,124 @@
+"""``punie train``: fine-tune with live progress; display only, the work is in punie.training."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+from punie.cli.console import err, out
+from punie.training.config import TrainConfig
+
+
+def _help(name: str) -> str:
+    return TrainConfig.model_fields[name].description or ""
+
+
+def train(
+    data: Annotated[Path | None, typer.Argument(help=_help("data"))] = None,
+    *,
+    config_file: Annotated[Path | None, typer.Option("-c", "--config", help="YAML file of settings.")] = None,
+    hf_dataset: Annotated[str | None, typer.Option(help=_help("hf_dataset"))] = None,
+    hf_field: Annotated[list[str] | None, typer.Option(help="FIELD=COLUMN mapping (repeatable).")] = None,
+    model: Annotated[str | None, typer.Option(help=_help("model"))] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help=_help("output"))] = None,
+    fine_tune_type: Annotated[str | None, typer.Option(help=_help("fine_tune_type"))] = None,
+    rank: Annotated[int | None, typer.Option(help=_help("rank"))] = None,
+    alpha: Annotated[float | None, typer.Option(help=_help("alpha"))] = None,
+    scale: Annotated[float | None, typer.Option(help=_help("scale"))] = None,
+    dropout: Annotated[float | None, typer.Option(help=_help("dropout"))] = None,
+    num_layers: Annotated[int | None, typer.Option(help=_help("num_layers"))] = None,
+    learning_rate: Annotated[float | None, typer.Option(help=_help("learning_rate"))] = None,
+    lr_schedule: Annotated[str | None, typer.Option(help=_help("lr_schedule"))] = None,
+    warmup: Annotated[int | None, typer.Option(help=_help("warmup"))] = None,
+    iters: Annotated[int | None, typer.Option(help=_help("iters"))] = None,
+    batch_size: Annotated[int | None, typer.Option(help=_help("batch_size"))] = None,
+    grad_accumulation: Annotated[int | None, typer.Option(help=_help("grad_accumulation"))] = None,
+    grad_checkpoint: Annotated[bool | None, typer.Option(help=_help("grad_checkpoint"))] = None,
+    max_seq_length: Annotated[int | None, typer.Option(help=_help("max_seq_length"))] = None,
+    mask_prompt: Annotated[bool | None, typer.Option(help=_help("mask_prompt"))] = None,
+    seed: Annotated[int | None, typer.Option(help=_help("seed"))] = None,
+    steps_per_report: Annotated[int | None, typer.Option(help=_help("steps_per_report"))] = None,
+    steps_per_eval: Annotated[int | None, typer.Option(help=_help("steps_per_eval"))] = None,
+    val_batches: Annotated[int | None, typer.Option(help=_help("val_batches"))] = None,
+    save_every: Annotated[int | None, typer.Option(help=_help("save_every"))] = None,
+    early_stopping: Annotated[int | None, typer.Option(help=_help("early_stopping"))] = None,
+    keep: Annotated[str | None, typer.Option(help=_help("keep"))] = None,
+    check: Annotated[bool | None, typer.Option("--check/--no-check", help=_help("check_data"))] = None,
+    resume: Annotated[bool, typer.Option(help="Continue the run in --output from its last checkpoint.")] = False,
+    force: Annotated[bool, typer.Option(help="Replace an existing --output directory.")] = False,
+) -> None:
+    """Fine-tune a model (LoRA by default) on DATA_DIR; writes an adapter mlx-lm loads as is."""
+    from punie.errors import ConfigError
+    from punie.training import TrainingInterrupted, resolve_config
+    from punie.training import train as run_training
+
+    given: dict[str, Any] = {k: v for k, v in locals().items()
+                             if k in TrainConfig.model_fields and v is not None}
+    if hf_field:
+        pairs = [f.split("=", 1) for f in hf_field]
+        if any(len(p) != 2 for p in pairs):
+            raise ConfigError(f"--hf-field takes FIELD=COLUMN, got {hf_field!r}.")
+        given["hf_fields"] = dict(pairs)
+    if check is not None:
+        given["check_data"] = check
+    if resume:
+        given = _saved_settings(output) | given
+    config = resolve_config(given, config_file)
+    display = TrainDisplay(config.iters)
+    try:
+        with display:
+            result = run_training(config, display, resume=resume, force=force)
+    except TrainingInterrupted as exc:
+        err.print(f"[yellow]Interrupted at step {exc.step}.[/] Continue with: punie train --output {exc.output} "
+                  "--resume")
+        sys.exit(130)
+    for warning in result.warnings:
+        err.print(f"[yellow]Warning:[/] {warning}")
+    out.print(f"Adapter: {result.adapter_file} ({'best' if config.keep == 'best' else 'last'} weights, "
+              f"step {result.best_step if config.keep == 'best' else result.steps})")
+    out.print(f"Steps {result.steps}; train loss {result.final_train_loss:.3f}; val loss {result.final_val_loss:.3f}; "
+              f"best val loss {result.best_val_loss:.3f}; {result.tokens_per_second:.0f} tokens/s")
+
+
+def _saved_settings(output: Path | None) -> dict[str, Any]:
+    from punie.errors import ConfigError
+
+    if output is None:
+        raise ConfigError("--resume needs --output naming the run to continue.")
+    manifest = output / "manifest.json"
+    if not manifest.is_file():
+        raise ConfigError(f"--resume: {manifest} does not exist; {output} is not a punie training run.")
+    return {k: v for k, v in json.loads(manifest.read_text())["config"].items() if v is not None}
+
+
+class TrainDisplay:
+    """Live progress: a bar plus the latest losses, speed, memory and ETA."""
+
+    def __init__(self, iters: int):
+        self.progress = Progress(TextColumn("[bold]train"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                                 TextColumn("{task.fields[status]}"), TimeRemainingColumn(), console=err)
+        self.task = self.progress.add_task("train", total=iters, status="")
+        self.fields = {"train": "-", "val": "-", "speed": "-", "mem": "-"}
+
+    def __enter__(self) -> TrainDisplay:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.progress.__exit__(*exc)
+
+    def on_report(self, report: dict[str, Any]) -> None:
+        if "train_loss" in report:
+            self.fields.update(train=f"{report['train_loss']:.3f}", speed=f"{report['tokens_per_second']:.0f} tok/s",
+                               mem=f"{report['peak_memory_gb']:.2f} GB")
+        if "val_loss" in report:
+            self.fields["val"] = f"{report['val_loss']:.3f}"
+            err.print(f"step {report['iteration']}: val loss {report['val_loss']:.3f}")
+        status = (f"loss {self.fields['train']} | val {self.fields['val']} | {self.fields['speed']} | "
+                  f"peak {self.fields['mem']}")
+        self.progress.update(self.task, completed=report["iteration"], status=status)

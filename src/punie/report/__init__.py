@@ -1,0 +1,1 @@
+"""HTML reports rendered from the jinja2 templates in templates/."""

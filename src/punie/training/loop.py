@@ -1,0 +1,233 @@
+"""punie's training loop, built on mlx-lm's LoRA/DoRA layers and loss.
+
+The loss is mlx-lm's pure ``(model, batch, lengths) -> (loss, ntoks)``; the step
+is ``nn.value_and_grad`` compiled with the model, optimizer and RNG state as
+compile state, one ``mx.eval`` per step. Around it punie adds what users ask
+for: resumable checkpoints (weights, optimizer, step, schedule, RNG, data
+position), best-checkpoint selection, early stopping, a NaN guard, Ctrl-C
+saving, and reports through a callback (display lives in the CLI).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any, Protocol
+
+from punie.errors import PunieError
+from punie.training import checkpoints
+from punie.training.config import TrainConfig
+from punie.training.data import TokenizedSplit, batch_for_step, batch_plan, make_batch, validation_batches
+
+
+class TrainingError(PunieError):
+    """Training stopped on a problem (a NaN loss, for one)."""
+
+
+class TrainingInterrupted(Exception):
+    """Ctrl-C during training; a checkpoint was saved at ``step``."""
+
+    def __init__(self, step: int, output: Path):
+        super().__init__(f"interrupted at step {step}; checkpoint saved in {output}")
+        self.step, self.output = step, output
+
+
+class TrainingCallback(Protocol):
+    def on_report(self, report: dict[str, Any]) -> None: ...
+
+
+@dataclass
+class LoopState:
+    """Everything besides weights and optimizer that a resumed run must restore."""
+
+    step: int = 0
+    best_val_loss: float | None = None
+    best_step: int | None = None
+    bad_evals: int = 0
+    window_loss: float = 0.0
+    window_tokens: int = 0
+    window_steps: int = 0
+    trained_tokens: int = 0
+    train_seconds: float = 0.0
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "metrics"}
+
+
+def build_optimizer(config: TrainConfig, updates: int) -> Any:
+    """Adam; the schedule is a function of the optimizer's step, which checkpoints restore."""
+    import mlx.core as mx
+    import mlx.optimizers as optim
+
+    lr: Any = config.learning_rate
+    if config.lr_schedule == "cosine":
+        lr = optim.cosine_decay(config.learning_rate, max(updates - config.warmup, 1))
+    elif config.warmup:
+        peak = mx.array(config.learning_rate)
+        lr = lambda _step: peak  # noqa: E731  (constant after warm-up)
+    if config.warmup:
+        warm = optim.linear_schedule(0.0, config.learning_rate, config.warmup)
+        lr = optim.join_schedules([warm, lr], [config.warmup])
+    return optim.Adam(learning_rate=lr)
+
+
+class Trainer:
+    def __init__(self, model: Any, config: TrainConfig, train: TokenizedSplit, valid: TokenizedSplit,
+                 output: Path, callback: TrainingCallback | None = None):
+        self.model, self.config, self.train_set, self.valid_set = model, config, train, valid
+        self.output, self.callback = output, callback
+        self.plan = batch_plan(train, config.batch_size)
+        self.optimizer = build_optimizer(config, config.iters // config.grad_accumulation)
+        self.state = LoopState()
+        self._grad: Any = None
+
+    # ---- the compiled step ---------------------------------------------------------------------
+    def _compile_step(self) -> Any:
+        import mlx.core as mx
+        import mlx.nn as nn
+        from mlx.utils import tree_map
+        from mlx_lm.tuner.trainer import default_loss
+
+        model, optimizer, accum = self.model, self.optimizer, self.config.grad_accumulation
+        loss_and_grad = nn.value_and_grad(model, default_loss)
+        compile_state = [model.state, optimizer.state, mx.random.state]
+
+        @partial(mx.compile, inputs=compile_state, outputs=compile_state)
+        def step(batch: Any, lengths: Any, prev_grad: Any, do_update: bool) -> Any:
+            (loss, ntoks), grad = loss_and_grad(model, batch, lengths)
+            if prev_grad is not None:
+                grad = tree_map(lambda a, b: a + b, grad, prev_grad)
+            if do_update:
+                if accum > 1:
+                    grad = tree_map(lambda g: g / accum, grad)
+                optimizer.update(model, grad)
+                grad = None
+            return loss, ntoks, grad
+
+        self._compile_state = compile_state
+        return step
+
+    # ---- evaluation ----------------------------------------------------------------------------
+    def validation_loss(self) -> float:
+        import mlx.core as mx
+        from mlx_lm.tuner.trainer import default_loss
+
+        self.model.eval()
+        total, ntoks = mx.array(0.0), mx.array(0)
+        for indices in validation_batches(self.valid_set, self.config.batch_size, self.config.val_batches):
+            loss, n = default_loss(self.model, *make_batch(self.valid_set, indices, self.config.max_seq_length))
+            total, ntoks = total + loss * n, ntoks + n
+            mx.eval(total, ntoks)
+        self.model.train()
+        return float((total / ntoks).item())  # type: ignore[arg-type]
+
+    # ---- the loop ------------------------------------------------------------------------------
+    def run(self) -> LoopState:
+        import mlx.core as mx
+
+        step_fn = self._compile_step()
+        cfg, st = self.config, self.state
+        self.model.train()
+        if st.step == 0:
+            self._evaluate()
+        try:
+            while st.step < cfg.iters:
+                indices = batch_for_step(self.plan, cfg.seed, st.step)
+                batch, lengths = make_batch(self.train_set, indices, cfg.max_seq_length)
+                # Dropout noise is a pure function of (seed, step), so a resumed run draws the same.
+                mx.random.seed(cfg.seed * 1_000_003 + st.step)
+                tic = time.perf_counter()
+                do_update = (st.step + 1) % cfg.grad_accumulation == 0 or st.step + 1 == cfg.iters
+                loss, ntoks, self._grad = step_fn(batch, lengths, self._grad, do_update)
+                mx.eval(self._compile_state, loss, ntoks, self._grad)
+                st.train_seconds += time.perf_counter() - tic
+                self._account(float(loss.item()), int(ntoks.item()))
+                if self._after_step():
+                    break
+        except KeyboardInterrupt:
+            if self._grad is None:  # only a consistent state (no half-accumulated gradient) is saved
+                self.save_checkpoint()
+            raise TrainingInterrupted(st.step, self.output) from None
+        return st
+
+    def _account(self, loss: float, ntoks: int) -> None:
+        st = self.state
+        if not math.isfinite(loss):
+            raise TrainingError(f"the training loss became {loss} at step {st.step + 1}; stopped. The last good "
+                                f"checkpoint is in {self.output}. Lower --learning-rate or check the data.")
+        st.step += 1
+        st.window_loss += loss * ntoks
+        st.window_tokens += ntoks
+        st.window_steps += 1
+        st.trained_tokens += ntoks
+
+    def _after_step(self) -> bool:
+        """Report, evaluate and checkpoint as scheduled; True to stop early."""
+        cfg, st = self.config, self.state
+        last = st.step == cfg.iters
+        if st.step % cfg.steps_per_report == 0 or last:
+            self._report_train()
+        stop = False
+        if st.step % cfg.steps_per_eval == 0 or last:
+            stop = self._evaluate()
+        if (st.step % cfg.save_every == 0 or last or stop) and self._grad is None:
+            self.save_checkpoint()
+        return stop
+
+    def _report_train(self) -> None:
+        import mlx.core as mx
+
+        st = self.state
+        report = {
+            "iteration": st.step,
+            "train_loss": st.window_loss / max(st.window_tokens, 1),
+            "learning_rate": float(self.optimizer.learning_rate.item()),
+            "tokens_per_second": st.trained_tokens / max(st.train_seconds, 1e-9),
+            "iterations_per_second": st.step / max(st.train_seconds, 1e-9),
+            "trained_tokens": st.trained_tokens,
+            "peak_memory_gb": mx.get_peak_memory() / 1e9,
+            "eta_seconds": (self.config.iters - st.step) * st.train_seconds / max(st.step, 1),
+        }
+        st.window_loss, st.window_tokens, st.window_steps = 0.0, 0, 0
+        self._emit(report)
+
+    def _evaluate(self) -> bool:
+        """Validation loss; saves the best weights; True when early stopping triggers."""
+        cfg, st = self.config, self.state
+        tic = time.perf_counter()
+        val = self.validation_loss()
+        improved = st.best_val_loss is None or val < st.best_val_loss
+        if improved:
+            st.best_val_loss, st.best_step, st.bad_evals = val, st.step, 0
+            if cfg.keep == "best":
+                checkpoints.save_weights(self.output / checkpoints.ADAPTERS, checkpoints.trainable_weights(self.model))
+        else:
+            st.bad_evals += 1
+        self._emit({"iteration": st.step, "val_loss": val, "val_seconds": time.perf_counter() - tic,
+                    "best_val_loss": st.best_val_loss})
+        if not math.isfinite(val):
+            raise TrainingError(f"the validation loss became {val} at step {st.step}; stopped.")
+        return cfg.early_stopping is not None and st.bad_evals >= cfg.early_stopping
+
+    def _emit(self, report: dict[str, Any]) -> None:
+        self.state.metrics.append(report)
+        checkpoints.write_metrics(self.output, self.state.metrics)
+        if self.callback is not None:
+            self.callback.on_report(report)
+
+    # ---- checkpoints ---------------------------------------------------------------------------
+    def save_checkpoint(self) -> None:
+        if self.config.keep == "last":
+            checkpoints.save_weights(self.output / checkpoints.ADAPTERS, checkpoints.trainable_weights(self.model))
+        checkpoints.save_checkpoint(self.output, self.state.step, self.model, self.optimizer, self.state.to_json())
+
+    def resume(self, checkpoint: checkpoints.Checkpoint) -> None:
+        checkpoints.restore_checkpoint(checkpoint, self.model, self.optimizer)
+        saved = checkpoint.state
+        self.state = LoopState(**{k: v for k, v in saved.items() if k in LoopState.__dataclass_fields__})
+        # Keep only the reports up to the checkpoint, so the curve continues exactly where it left off.
+        self.state.metrics = [m for m in checkpoints.read_metrics(self.output) if m["iteration"] <= checkpoint.step]

@@ -1,0 +1,237 @@
+"""punie train: learning, checkpoints, resume, safety stops, bad input, and mlx-lm compatibility."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import mlx.core as mx
+import numpy as np
+import pytest
+
+from punie import blas
+from punie.errors import ConfigError, DataError
+from punie.training import TrainConfig, TrainingError, TrainingInterrupted, checkpoints, resolve_config, train
+
+TOOLS = [{"type": "function", "function": {"name": "read_file", "description": "Read a file.", "parameters": {
+    "type": "object", "properties": {"path": {"type": "string"}}, "required": ["path"]}}}]
+FILES = ["setup.cfg", "main.py", "notes.txt", "data.json", "README.md", "app.toml"]
+
+
+def tool_record(i: int) -> dict:
+    path = f"dir{i % 5}/{FILES[i % len(FILES)]}"
+    return {"messages": [{"role": "user", "content": f"Show me {path} (request {i})"},
+                         {"role": "assistant", "content": "", "tool_calls": [
+                             {"type": "function", "function": {"name": "read_file", "arguments": {"path": path}}}]}],
+            "tools": TOOLS}
+
+
+def write_split(path: Path, records: list[dict]) -> None:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
+@pytest.fixture
+def data_dir(tmp_path) -> Path:
+    d = tmp_path / "data"
+    d.mkdir()
+    write_split(d / "train.jsonl", [tool_record(i) for i in range(24)])
+    write_split(d / "valid.jsonl", [tool_record(i) for i in range(100, 108)])
+    write_split(d / "test.jsonl", [tool_record(i) for i in range(200, 204)])
+    return d
+
+
+def config(data_dir: Path, model: Path, out: Path, **kw) -> TrainConfig:
+    base = dict(data=data_dir, model=str(model), output=out, iters=6, batch_size=4, steps_per_report=1,
+                steps_per_eval=3, save_every=3, num_layers=2, learning_rate=1e-3)
+    return TrainConfig(**(base | kw))
+
+
+def test_smoke_loss_goes_down_and_weights_change(data_dir, tiny_model, tmp_path):
+    out = tmp_path / "run"
+    result = train(config(data_dir, tiny_model, out, iters=12, steps_per_eval=6))
+    losses = [m["train_loss"] for m in result.metrics if "train_loss" in m]
+    assert len(losses) == 12 and losses[-1] < losses[0]
+    assert result.best_val_loss < [m for m in result.metrics if "val_loss" in m][0]["val_loss"]
+    weights = mx.load(str(out / "adapters.safetensors"))
+    lora_b = [w for name, w in weights.items() if name.endswith("lora_b")]
+    assert lora_b and all(float(mx.abs(w).max()) > 0 for w in lora_b)  # lora_b starts at zero
+    adapter_config = json.loads((out / "adapter_config.json").read_text())
+    assert adapter_config["fine_tune_type"] == "lora" and adapter_config["num_layers"] == 2
+    assert adapter_config["lora_parameters"] == {"rank": 8, "scale": 20.0, "dropout": 0.0}
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "completed" and manifest["metrics"]["steps"] == 12
+    train_file = manifest["data"]["files"]["train"]
+    assert train_file["records"] == 24 and len(train_file["sha256"]) == 64
+    assert manifest["base_model"]["model_id"] == "tiny-random-llama" and manifest["versions"]["mlx"]
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line) for line in lines] == result.metrics
+
+
+def test_prompt_tokens_carry_no_loss(data_dir, tiny_model):
+    from mlx_lm.tokenizer_utils import load as load_tokenizer
+
+    from punie.training.data import tokenize_split
+
+    tok = load_tokenizer(tiny_model)
+    split = tokenize_split("train", [tool_record(0)], tok, "tools", mask_prompt=True, max_seq_length=2048)
+    target = tok.decode(split.tokens[0][split.offsets[0]:])
+    assert target.startswith('<tool_call>\n{"name": "read_file"') and target.endswith("</tool_call><|im_end|>\n")
+
+
+def test_interrupted_then_resumed_run_matches_an_uninterrupted_one(data_dir, tiny_model, tmp_path):
+    kw = dict(iters=8, lr_schedule="cosine", warmup=2, dropout=0.1, save_every=4)
+    straight = train(config(data_dir, tiny_model, tmp_path / "a", **kw))
+
+    class CtrlCAt:
+        def __init__(self, step):
+            self.step = step
+
+        def on_report(self, report):
+            if report["iteration"] == self.step and "train_loss" in report:
+                raise KeyboardInterrupt
+
+    with pytest.raises(TrainingInterrupted) as info:
+        train(config(data_dir, tiny_model, tmp_path / "b", **kw), CtrlCAt(5))
+    assert info.value.step == 5
+    assert json.loads((tmp_path / "b" / "manifest.json").read_text())["status"] == "interrupted"
+    resumed = train(config(data_dir, tiny_model, tmp_path / "b", **kw), resume=True)
+
+    def curve(result):
+        return [(m["iteration"], m["train_loss"], m["learning_rate"]) for m in result.metrics if "train_loss" in m]
+
+    np.testing.assert_allclose(np.array(curve(resumed)), np.array(curve(straight)), rtol=1e-5)
+    a, b = mx.load(str(tmp_path / "a" / "adapters.safetensors")), mx.load(str(tmp_path / "b" / "adapters.safetensors"))
+    assert all(np.allclose(np.array(a[k]), np.array(b[k]), atol=1e-6) for k in a)
+
+
+def test_incomplete_checkpoints_are_ignored(tmp_path):
+    (tmp_path / "checkpoints" / "step-000004").mkdir(parents=True)
+    (tmp_path / "checkpoints" / "step-000004" / "state.json").write_text(json.dumps({"step": 4}))
+    (tmp_path / "checkpoints" / "step-000008").mkdir()  # killed before state.json was written
+    (tmp_path / "checkpoints" / ".step-000012.partial").mkdir()
+    assert checkpoints.latest_checkpoint(tmp_path).step == 4
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(data_dir, tiny_model, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    train(config(data_dir, tiny_model, out, iters=4, save_every=2, steps_per_eval=2))
+    good = (out / "adapters.safetensors").read_bytes()
+    import mlx_lm.tuner.trainer as mlx_trainer
+
+    real_loss = mlx_trainer.default_loss
+
+    def nan_loss(model, batch, lengths):
+        loss, ntoks = real_loss(model, batch, lengths)
+        return loss * mx.nan, ntoks
+
+    monkeypatch.setattr(mlx_trainer, "default_loss", nan_loss)
+    with pytest.raises(TrainingError, match="became nan at step 5"):
+        train(config(data_dir, tiny_model, out, iters=8, save_every=2, steps_per_eval=2), resume=True)
+    assert checkpoints.latest_checkpoint(out).step == 4
+    assert (out / "adapters.safetensors").read_bytes() == good
+    assert json.loads((out / "manifest.json").read_text())["status"] == "failed"
+
+
+@pytest.mark.parametrize("fine_tune_type", ["dora", "full"])
+def test_other_fine_tune_types_train(data_dir, tiny_model, tmp_path, fine_tune_type):
+    result = train(config(data_dir, tiny_model, tmp_path / "run", iters=3, fine_tune_type=fine_tune_type))
+    assert result.steps == 3 and np.isfinite(result.final_train_loss)
+
+
+def test_early_stopping(data_dir, tiny_model, tmp_path):
+    result = train(config(data_dir, tiny_model, tmp_path / "run", iters=40, learning_rate=0.5, steps_per_eval=1,
+                          early_stopping=2, check_data=False))
+    assert result.stopped_early and result.steps < 40
+
+
+def test_truncation_is_counted_and_reported(data_dir, tiny_model, tmp_path):
+    from mlx_lm.tokenizer_utils import load as load_tokenizer
+
+    from punie.training.data import tokenize_split
+
+    rows = [tool_record(i) for i in range(24)]
+    lengths = sorted(map(len, tokenize_split("t", rows, load_tokenizer(tiny_model), "tools", mask_prompt=True,
+                                             max_seq_length=4096).tokens))
+    cut = lengths[-1] - 1  # shorter than the longest examples only
+    expected = sum(n > cut for n in lengths)
+    result = train(config(data_dir, tiny_model, tmp_path / "run", iters=2, max_seq_length=cut, check_data=False))
+    assert result.truncated["train"] == expected > 0
+    assert any(f"{expected} of 24 train examples are longer" in w for w in result.warnings)
+    with pytest.raises(DataError, match="nothing to train on"):
+        train(config(data_dir, tiny_model, tmp_path / "run2", max_seq_length=64, check_data=False))
+
+
+def test_config_precedence_cli_over_file_over_defaults(tmp_path):
+    file = tmp_path / "c.yaml"
+    file.write_text("learning-rate: 0.001\nrank: 4\niters: 7\n")
+    cfg = resolve_config({"data": tmp_path, "rank": 16, "iters": None}, file)
+    assert (cfg.rank, cfg.learning_rate, cfg.iters, cfg.batch_size) == (16, 0.001, 7, 4)
+    with pytest.raises(ConfigError, match="rank.*got -1"):
+        resolve_config({"data": tmp_path, "rank": -1})
+    file.write_text("ranks: 4\n")
+    with pytest.raises(ConfigError, match="ranks"):
+        resolve_config({"data": tmp_path}, file)
+
+
+def test_hf_dataset_saved_to_disk(tiny_model, tmp_path):
+    import datasets
+
+    rows = [{"question": f"What is {i} plus {i}?", "answer": str(2 * i)} for i in range(12)]
+    datasets.DatasetDict({"train": datasets.Dataset.from_list(rows[:8]),
+                          "validation": datasets.Dataset.from_list(rows[8:])}).save_to_disk(str(tmp_path / "ds"))
+    cfg = TrainConfig(hf_dataset=str(tmp_path / "ds"), hf_fields={"prompt": "question", "completion": "answer"},
+                      model=str(tiny_model), output=tmp_path / "run", iters=2, batch_size=2, num_layers=1)
+    assert train(cfg).steps == 2
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda d: (d / "train.jsonl").write_text('{"messages": []}\n{not json\n'), r"train.jsonl:2"),
+    (lambda d: (d / "valid.jsonl").unlink(), "punie data split"),
+    (lambda d: (d / "valid.jsonl").write_text(""), "valid"),
+    (lambda d: (d / "train.jsonl").write_text(json.dumps({"text": "a"}) + "\n" + json.dumps(tool_record(1)) + "\n"),
+     "mix"),
+    (lambda d: (d / "train.jsonl").write_text(json.dumps({"question": "a"}) + "\n"), "fits no format"),
+])
+def test_bad_data_trains_nothing(data_dir, tiny_model, tmp_path, mutate, message):
+    mutate(data_dir)
+    out = tmp_path / "run"
+    with pytest.raises(DataError, match=message):
+        train(config(data_dir, tiny_model, out))
+    assert not (out / "adapters.safetensors").exists()
+
+
+def test_refusals_before_training(data_dir, tiny_model, tmp_path):
+    with pytest.raises(ConfigError, match="larger than the model's 2 layers"):
+        train(config(data_dir, tiny_model, tmp_path / "a", num_layers=5))
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "mine.txt").write_text("keep me")
+    with pytest.raises(ConfigError, match="already exists"):
+        train(config(data_dir, tiny_model, taken))
+    assert (taken / "mine.txt").read_text() == "keep me"
+
+
+def test_cli_errors_name_the_line_and_exit_1(data_dir, tiny_model, tmp_path, run_cli):
+    (data_dir / "train.jsonl").write_text(json.dumps(tool_record(0)) + "\n\n{broken\n")
+    result = run_cli("train", str(data_dir), "--model", str(tiny_model), "--output", str(tmp_path / "o"))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "train.jsonl:3" in result.stderr
+
+
+def test_adapter_works_with_unmodified_mlx_lm_tools(data_dir, tiny_model, tmp_path, run_cli):
+    out = tmp_path / "run"
+    result = run_cli("train", str(data_dir), "--model", str(tiny_model), "--output", str(out), "--iters", "3",
+                     "--num-layers", "2", "--batch-size", "4", "--steps-per-eval", "3")
+    assert result.returncode == 0, result.stderr
+    assert "Adapter:" in result.stdout
+    env = blas.child_env()
+    gen = subprocess.run([sys.executable, "-m", "mlx_lm", "generate", "--model", str(tiny_model), "--adapter-path",
+                          str(out), "--prompt", "hi", "--max-tokens", "3"], capture_output=True, text=True, env=env)
+    assert gen.returncode == 0, gen.stderr
+    fused = tmp_path / "fused"
+    fuse = subprocess.run([sys.executable, "-m", "mlx_lm", "fuse", "--model", str(tiny_model), "--adapter-path",
+                           str(out), "--save-path", str(fused)], capture_output=True, text=True, env=env)
+    assert fuse.returncode == 0, fuse.stderr
+    assert (fused / "config.json").is_file() and list(fused.glob("*.safetensors"))
