@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from punie.cli import data, demo, doctor, generate, models, train
+from punie.cli import data, demo, doctor, generate, models, serve, train
 
 app = typer.Typer(
     name="punie",
@@ -14,6 +14,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(models.app, name="models")
+app.add_typer(serve.app, name="serve")
 app.command("doctor")(doctor.doctor)
 app.command("generate")(generate.generate)
 app.command("demo")(demo.demo)

@@ -50,7 +50,8 @@ class LoopState:
     window_loss: float = 0.0
     window_tokens: int = 0
     window_steps: int = 0
-    trained_tokens: int = 0
+    trained_tokens: int = 0  # tokens that carry loss (the target tokens)
+    processed_tokens: int = 0  # every non-padding token run through the model
     train_seconds: float = 0.0
     metrics: list[dict[str, Any]] = field(default_factory=list)
 
@@ -146,6 +147,7 @@ class Trainer:
                 mx.eval(self._compile_state, loss, ntoks, self._grad)
                 st.train_seconds += time.perf_counter() - tic
                 self._account(float(loss.item()), int(ntoks.item()))
+                st.processed_tokens += int(lengths[:, 1].sum().item())
                 if self._after_step():
                     break
         except KeyboardInterrupt:
@@ -189,6 +191,7 @@ class Trainer:
             "tokens_per_second": st.trained_tokens / max(st.train_seconds, 1e-9),
             "iterations_per_second": st.step / max(st.train_seconds, 1e-9),
             "trained_tokens": st.trained_tokens,
+            "processed_tokens_per_second": st.processed_tokens / max(st.train_seconds, 1e-9),
             "peak_memory_gb": mx.get_peak_memory() / 1e9,
             "eta_seconds": (self.config.iters - st.step) * st.train_seconds / max(st.step, 1),
         }
