@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from punie.cli import data, demo, doctor, generate, models, serve, train
+from punie.cli import agent, data, demo, doctor, generate, models, serve, traces, train
 
 app = typer.Typer(
     name="punie",
@@ -20,3 +20,5 @@ app.command("generate")(generate.generate)
 app.command("demo")(demo.demo)
 app.add_typer(data.app, name="data")
 app.command("train")(train.train)
+app.add_typer(agent.app, name="agent")
+app.add_typer(traces.app, name="traces")

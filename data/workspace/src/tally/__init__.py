@@ -1,0 +1,3 @@
+"""tally: a tiny inventory tracker."""
+
+__version__ = "0.3.1"

@@ -1,0 +1,66 @@
+"""``punie agent run``: the tool-using agent on a workspace, recorded as a trace."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from punie.cli.console import err, out
+
+app = typer.Typer(help="Run the tool-using agent (read_file, write_file, list_dir, search, run_command).",
+                  no_args_is_help=True)
+
+
+@app.command("run")
+def run(
+    task: Annotated[str, typer.Argument(help="What the agent should do.")],
+    *,
+    workspace: Annotated[Path, typer.Option(help="The directory the tools may read, write and run in.")],
+    model: Annotated[str | None, typer.Option(help="Model: 'default', a directory, or a repo id.")] = None,
+    adapter: Annotated[Path | None, typer.Option(help="A LoRA adapter directory.")] = None,
+    endpoint: Annotated[str | None, typer.Option(help="Use an OpenAI-compatible server (e.g. 'punie serve') "
+                                                      "instead of loading the model.")] = None,
+    max_steps: Annotated[int, typer.Option(help="Most assistant turns before stopping.")] = 8,
+    max_tokens: Annotated[int, typer.Option(help="Most tokens per assistant turn.")] = 256,
+    category: Annotated[str | None, typer.Option(help="Task category to store with the trace.")] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds run_command may take.")] = 10.0,
+    record: Annotated[bool, typer.Option(help="Store the run in the trace store.")] = True,
+) -> None:
+    """Let the model work on TASK with real tools confined to --workspace."""
+    from punie.traces.agent import EndpointEngine, local_engine, run_agent
+    from punie.traces.store import TraceStore
+    from punie.traces.tools import Workspace, make_tools
+
+    tools = make_tools(Workspace(workspace, timeout_s=timeout))
+    if endpoint:
+        engine: Any = EndpointEngine(endpoint, model=model, adapter=str(adapter) if adapter else None,
+                                     max_tokens=max_tokens)
+    else:
+        with err.status("Loading the model ..."):
+            engine = local_engine(model, adapter, max_tokens=max_tokens)
+    store = TraceStore() if record else None
+    try:
+        result = run_agent(task, engine=engine, tools=tools, max_steps=max_steps, store=store, category=category,
+                           on_message=_print_message)
+    finally:
+        if store is not None:
+            store.close()
+    saved = f"; stored as trace {result.trace.id} ('punie traces show {result.trace.id}')" if record else ""
+    out.print(f"[bold]{result.outcome}[/] after {result.steps} steps{saved}")
+
+
+def _print_message(message: dict[str, Any]) -> None:
+    if message["role"] == "assistant":
+        if message.get("content"):
+            out.print("[bold green]assistant[/]")
+            out.print(message["content"], markup=False)
+        for call in message.get("tool_calls") or []:
+            fn = call["function"]
+            out.print(f"[bold green]->[/] {fn['name']}({json.dumps(fn['arguments'], ensure_ascii=False)})")
+    else:
+        text = message["content"]
+        out.print("[yellow]tool[/]")
+        out.print(text if len(text) < 1500 else text[:1500] + " ...", markup=False, style="dim")

@@ -1,0 +1,271 @@
+"""The shipped demo data: traces of a scripted policy driving the real tools.
+
+For every training task (:mod:`punie.traces.demo_tasks`) the generator copies the
+sample workspace (``data/workspace`` minus the held-out files), runs the real
+agent loop (:func:`punie.traces.agent.run_agent`) with a *scripted policy* in
+place of a model, and records the trace in the trace store. The policy decides
+each step from the task and the real tool results (real file contents, real
+command output), and writes its tool calls as ``<tool_call>`` text that the
+shared parser reads back, as a model's would. The traces are then exported with
+:func:`punie.traces.export.export_traces`, as ``punie traces export`` would.
+
+The eval suite asks held-out tasks; each case expects the policy's first step.
+Everything is seeded; a run takes a few seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import tempfile
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from punie import fileio
+from punie.chat.toolcalls import ToolCall, parse_text
+from punie.errors import DataError
+from punie.traces import demo_tasks
+from punie.traces.agent import DEFAULT_SYSTEM, Completion, run_agent
+from punie.traces.export import ExportReport, export_traces
+from punie.traces.store import TraceStore
+from punie.traces.tools import Workspace, make_tools, tool_schemas
+
+DEMO_SOURCE = "demo"
+POLICY_ID = "scripted-policy"
+# A plan yields assistant turns (text, possibly a <tool_call> block) and is sent each tool result.
+Plan = Generator[str, str, None]
+
+
+def default_workspace() -> Path:
+    """``data/workspace`` of the punie source checkout."""
+    return Path(__file__).resolve().parents[3] / "data" / "workspace"
+
+
+def _call(name: str, **arguments: Any) -> str:
+    payload = json.dumps({"name": name, "arguments": arguments}, ensure_ascii=False)
+    return f"<tool_call>\n{payload}\n</tool_call>"
+
+
+def _error(result: str) -> str | None:
+    return result[len("Error: "):] if result.startswith("Error: ") else None
+
+
+def plan_read(path: str) -> Plan:
+    result = yield _call("read_file", path=path)
+    if (err := _error(result)) is not None:
+        yield f"I could not read {path}: {err}."
+        return
+    lines = result.splitlines()
+    first = next((line.strip() for line in lines if line.strip()), "")
+    yield f"{path} has {len(lines)} lines. It starts with: {first}"
+
+
+def plan_list(path: str) -> Plan:
+    result = yield _call("list_dir", path=path)
+    if (err := _error(result)) is not None:
+        yield f"I could not list {path}: {err}."
+        return
+    entries = result.splitlines()
+    where = "The project root" if path == "." else path
+    yield f"{where} has {len(entries)} entries: {', '.join(entries)}."
+
+
+def plan_search(pattern: str, path: str | None) -> Plan:
+    args = {"pattern": pattern} | ({"path": path} if path else {})
+    result = yield _call("search", **args)
+    where = f"{path}" if path else "the project"
+    if result.startswith("No matches"):
+        yield f"Nothing in {where} contains {pattern}."
+        return
+    spots = [hit.split(": ", 1)[0] for hit in result.splitlines()]
+    shown = ", ".join(spots[:6]) + (f" and {len(spots) - 6} more" if len(spots) > 6 else "")
+    times = "once" if len(spots) == 1 else f"{len(spots)} times"
+    yield f"{pattern} appears {times} in {where}: {shown}."
+
+
+def plan_locate(pattern: str) -> Plan:
+    result = yield _call("search", pattern=pattern)
+    hits = [hit for hit in result.splitlines() if re.search(rf"(def|class) {re.escape(pattern)}\b", hit)]
+    if not hits:
+        yield f"I found no definition of {pattern}."
+        return
+    spot, _, code = hits[0].partition(": ")
+    file, line = spot.rsplit(":", 1)
+    yield _call("read_file", path=file)
+    yield f"{pattern} is defined in {file} at line {line}: {code}"
+
+
+def plan_create(path: str, text: str) -> Plan:
+    result = yield _call("write_file", path=path, content=text)
+    err = _error(result)
+    yield f"I could not create {path}: {err}." if err is not None else f"Created {path}."
+
+
+def plan_append(path: str, text: str) -> Plan:
+    current = yield _call("read_file", path=path)
+    if (err := _error(current)) is not None:
+        yield f"I could not read {path}: {err}."
+        return
+    body = current if current.endswith("\n") or not current else current + "\n"
+    result = yield _call("write_file", path=path, content=body + text + "\n")
+    err = _error(result)
+    yield f"I could not write {path}: {err}." if err is not None else f"Added the line to the end of {path}."
+
+
+def plan_replace(path: str, old: str, new: str) -> Plan:
+    current = yield _call("read_file", path=path)
+    if (err := _error(current)) is not None:
+        yield f"I could not read {path}: {err}."
+        return
+    if old not in current:
+        yield f"{path} does not contain {old}, so I left it unchanged."
+        return
+    result = yield _call("write_file", path=path, content=current.replace(old, new))
+    err = _error(result)
+    yield f"I could not write {path}: {err}." if err is not None else f"Replaced {old} with {new} in {path}."
+
+
+def plan_run(command: str) -> Plan:
+    result = yield _call("run_command", command=command)
+    if (err := _error(result)) is not None:
+        yield f"I could not run it: {err}."
+        return
+    status, _, output = result.partition("\n")
+    lines = output.splitlines()
+    preview = "\n".join(lines[:8]) + ("\n..." if len(lines) > 8 else "")
+    code = status.removeprefix("exit code: ")
+    yield f"It exited with code {code}." + (f" Output:\n{preview}" if lines else " It printed nothing.")
+
+
+def plan_answer(text: str) -> Plan:
+    yield text
+
+
+PLANS: dict[str, Callable[..., Plan]] = {"read": plan_read, "list": plan_list, "search": plan_search,
+                                         "locate": plan_locate, "create": plan_create, "append": plan_append,
+                                         "replace": plan_replace, "run": plan_run, "answer": plan_answer}
+
+
+@dataclass
+class ScriptedPolicy:
+    """An engine that plays a plan: the first turn starts it, each later turn sends it the last tool result."""
+
+    plan: Plan
+    model_id: str | None = POLICY_ID
+    adapter: str | None = None
+    _started: bool = field(default=False, repr=False)
+
+    def complete(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> Completion:
+        try:
+            text = self.plan.send(messages[-1]["content"]) if self._started else next(self.plan)
+        except StopIteration:
+            raise DataError("the scripted plan ended before the agent loop did") from None
+        self._started = True
+        return Completion(parse_text(text), text)
+
+
+def policy_for(task: demo_tasks.DemoTask) -> ScriptedPolicy:
+    return ScriptedPolicy(PLANS[task.plan](*task.args))
+
+
+@dataclass
+class DemoData:
+    out_dir: Path
+    files: dict[str, Path]
+    traces: int
+    suite_cases: int
+    export: ExportReport
+
+
+# Plans that write files. (The demo's commands only read; a test regenerating the data would catch one that wrote.)
+_CHANGES_FILES = frozenset({"create", "append", "replace"})
+
+
+def training_workspace(source: Path, dest: Path) -> Path:
+    """A copy of the sample workspace without the held-out files and directories."""
+    shutil.copytree(source, dest, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    for rel in demo_tasks.HELD_OUT_FILES:
+        (dest / rel).unlink(missing_ok=True)
+    for rel in sorted(demo_tasks.HELD_OUT_DIRS, key=len, reverse=True):
+        if (dest / rel).is_dir():
+            shutil.rmtree(dest / rel)
+    return dest
+
+
+def _demo_workspace(root: Path) -> Workspace:
+    # C locale and no bytecode files: command output and directory listings are the same everywhere.
+    return Workspace(root, env={"LC_ALL": "C", "PYTHONDONTWRITEBYTECODE": "1"})
+
+
+def record_traces(store: TraceStore, workspace: Path, seed: int) -> int:
+    """Run every training task on a fresh copy of the training workspace; returns how many were recorded."""
+    tasks = demo_tasks.build_tasks("train", seed)
+    with tempfile.TemporaryDirectory(prefix="punie-demo-") as tmp:
+        clean = training_workspace(workspace, Path(tmp) / "clean")
+        for index, task in enumerate(tasks):
+            # Tasks that write files get a fresh copy, so every trace starts from the same files.
+            root = clean
+            if task.plan in _CHANGES_FILES:
+                root = Path(tmp) / f"run-{index}"
+                shutil.copytree(clean, root)
+            run_agent(task.prompt, engine=policy_for(task), tools=make_tools(_demo_workspace(root)),
+                      store=store, category=task.category, source=DEMO_SOURCE,
+                      meta={"template": task.template, "plan": task.plan})
+    return len(tasks)
+
+
+def build_suite(workspace: Path, seed: int) -> list[dict[str, Any]]:
+    """Held-out eval cases: the user task, the tools, and the policy's first step as the expectation."""
+    schemas = tool_schemas(make_tools(_demo_workspace(workspace)))
+    cases = []
+    counters: dict[str, int] = {}
+    for task in demo_tasks.build_tasks("eval", seed):
+        first = policy_for(task).complete([], schemas).parsed
+        counters[task.category] = counters.get(task.category, 0) + 1
+        expect: dict[str, Any] = ({"tool_calls": [_expected_call(c, workspace) for c in first.tool_calls]}
+                                  if first.tool_calls else {"no_tool_call": True})
+        cases.append({"id": f"{task.category}-{counters[task.category]:03d}", "category": task.category,
+                      "messages": [{"role": "system", "content": DEFAULT_SYSTEM},
+                                   {"role": "user", "content": task.prompt}],
+                      "tools": schemas, "scorer": "tool_call", "expect": expect})
+    return cases
+
+
+def _expected_call(call: ToolCall, workspace: Path) -> dict[str, Any]:
+    """The policy's call, with the harmless spellings of its path also accepted ("./a", "dir/")."""
+    arguments = dict(call.arguments)
+    path = arguments.get("path")
+    if isinstance(path, str) and path != ".":
+        spellings = [path, f"./{path}"] + ([f"{path}/"] if (workspace / path).is_dir() else [])
+        arguments["path"] = {"one_of": spellings}
+    return {"name": call.name, "arguments": arguments}
+
+
+def generate(out_dir: Path | str, *, seed: int = 42, store: TraceStore | None = None, tokenizer: Any = None,
+             workspace: Path | str | None = None) -> DemoData:
+    """Record the demo traces into ``store`` (replacing earlier demo traces there), export them into
+    ``out_dir`` (train/valid/test.jsonl, export.json) and write the eval suite (suite.jsonl)."""
+    source = Path(workspace) if workspace is not None else default_workspace()
+    if not (source / "README.md").is_file():
+        raise DataError(f"sample workspace {source} not found; pass the path of punie's data/workspace.")
+    out_dir = Path(out_dir)
+    own_store = store is None
+    store = store if store is not None else TraceStore()
+    try:
+        store.delete(source=DEMO_SOURCE)
+        count = record_traces(store, source, seed)
+        report = export_traces(store, out_dir, seed=seed, tokenizer=tokenizer, source=DEMO_SOURCE)
+    finally:
+        if own_store:
+            store.close()
+    if report.rejected:
+        raise DataError(f"{len(report.rejected)} demo traces failed validation, e.g. trace "
+                        f"{report.rejected[0].trace_id}: {report.rejected[0].reason}")
+    suite = build_suite(source, seed)
+    suite_path = out_dir / "suite.jsonl"
+    fileio.write_text(suite_path, "".join(json.dumps(c, ensure_ascii=False) + "\n" for c in suite))
+    return DemoData(out_dir=out_dir, files={**report.files, "suite": suite_path, "manifest": out_dir / "export.json"},
+                    traces=count, suite_cases=len(suite), export=report)

@@ -1,0 +1,205 @@
+"""Export stored traces as mlx-lm ``tools`` training data (train/valid/test.jsonl).
+
+Each line is ``{"messages": [...], "tools": [...], "category": ...}`` in training
+form. mlx-lm's ``--mask-prompt`` trains only on the last message of an example,
+so a trace with several assistant turns becomes one example per assistant turn:
+the conversation up to and including that turn. Every turn is then supervised.
+
+Splits are made per trace (the turns of one conversation never straddle
+splits), deterministically for a seed, and stratified by category: traces are
+shuffled within each category, the categories laid end to end, and a running
+quota hands every trace a split, so each category gets its share (within one
+trace) and the totals match the fractions.
+
+A trace is exported only if every assistant tool call parses, names a declared
+tool and, with a tokenizer, renders through the chat template and parses back
+as itself (:func:`punie.chat.toolcalls.roundtrip_errors`). Others are reported.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from punie import fileio
+from punie.chat.toolcalls import TOOL_CALL_START, parse_message, roundtrip_errors
+from punie.errors import ConfigError, DataError
+from punie.traces.store import SUCCESS, Trace, TraceStore
+
+SPLITS = ("train", "valid", "test")
+_UNCATEGORIZED = ""
+
+
+@dataclass
+class Rejected:
+    trace_id: int | None
+    reason: str
+
+
+@dataclass
+class ExportReport:
+    out_dir: Path
+    files: dict[str, Path] = field(default_factory=dict)
+    traces: dict[str, int] = field(default_factory=dict)
+    examples: dict[str, int] = field(default_factory=dict)
+    categories: dict[str, dict[str, int]] = field(default_factory=dict)
+    rejected: list[Rejected] = field(default_factory=list)
+    skipped_unsuccessful: int = 0
+    checked_with_tokenizer: bool = False
+
+
+def load_tokenizer(model: str | None = None) -> Any:
+    """The tokenizer (with its chat template) of a ``--model`` value, without loading the weights."""
+    from mlx_lm.utils import load_tokenizer as mlx_load_tokenizer
+
+    from punie.models.registry import resolve_model
+
+    return mlx_load_tokenizer(Path(resolve_model(model)))
+
+
+def parse_split(text: str) -> tuple[float, float, float]:
+    """``"0.8,0.1,0.1"`` -> fractions, validated."""
+    try:
+        parts = tuple(float(p) for p in text.split(","))
+    except ValueError:
+        raise ConfigError(f"--split {text!r}: expected three numbers like 0.8,0.1,0.1") from None
+    if len(parts) != 3:
+        raise ConfigError(f"--split {text!r}: expected three numbers (train,valid,test), got {len(parts)}")
+    return check_split(parts)
+
+
+def check_split(split: tuple[float, float, float]) -> tuple[float, float, float]:
+    if any(f < 0 for f in split) or abs(sum(split) - 1) > 1e-6 or split[0] <= 0:
+        raise ConfigError(f"split {split}: fractions must be >= 0, sum to 1, and train must be > 0")
+    return split
+
+
+def training_messages(trace: Trace) -> list[dict[str, Any]]:
+    """The trace's messages with only the keys the training format has."""
+    out = []
+    for message in trace.messages:
+        clean: dict[str, Any] = {"role": message["role"], "content": message.get("content") or ""}
+        if message["role"] == "assistant" and message.get("tool_calls"):
+            clean["tool_calls"] = [{"type": "function", "function": {"name": call.name, "arguments": call.arguments}}
+                                   for call in parse_message({"tool_calls": message["tool_calls"]}).tool_calls]
+        out.append(clean)
+    return out
+
+
+def trace_problems(trace: Trace, tokenizer: Any = None) -> list[str]:
+    """Why a trace cannot be training data; empty when it can."""
+    declared = {t.get("function", t).get("name") for t in trace.tools}
+    messages = training_messages(trace)
+    problems = []
+    if not any(m["role"] == "assistant" for m in messages):
+        problems.append("it has no assistant turn")
+    for index, message in enumerate(trace.messages):
+        if message.get("role") != "assistant":
+            continue
+        where = f"message {index}"
+        content = message.get("content") or ""
+        if message.get("tool_call_errors") or TOOL_CALL_START in content:
+            problems.append(f"{where}: a tool call in it does not parse")
+            continue
+        parsed = parse_message({"tool_calls": message.get("tool_calls")})
+        problems += [f"{where}: {e}" for e in parsed.errors]
+        problems += [f"{where}: calls {c.name!r}, which is not among the trace's tools"
+                     for c in parsed.tool_calls if c.name not in declared]
+        if tokenizer is not None and not parsed.errors:
+            problems += [f"{where}: {e}" for e in roundtrip_errors(tokenizer, messages, trace.tools or None, index)]
+    return problems
+
+
+def expand(trace: Trace) -> list[dict[str, Any]]:
+    """One example per assistant turn: the conversation up to and including that turn."""
+    messages = training_messages(trace)
+    examples = []
+    for index, message in enumerate(messages):
+        if message["role"] != "assistant":
+            continue
+        example: dict[str, Any] = {"messages": messages[: index + 1], "tools": trace.tools}
+        if trace.category:
+            example["category"] = trace.category
+        examples.append(example)
+    return examples
+
+
+def assign_splits(traces: list[Trace], split: tuple[float, float, float], seed: int) -> dict[str, list[Trace]]:
+    """Stratified, deterministic split of traces (see the module docstring)."""
+    by_category: dict[str, list[Trace]] = {}
+    for trace in sorted(traces, key=lambda t: t.id or 0):
+        by_category.setdefault(trace.category or _UNCATEGORIZED, []).append(trace)
+    ordered: list[Trace] = []
+    for category in sorted(by_category):
+        group = by_category[category]
+        random.Random(f"{seed}:{category}").shuffle(group)
+        ordered.extend(group)
+    out: dict[str, list[Trace]] = {name: [] for name in SPLITS}
+    # Quotas start half full so that small sets still get a valid and a test trace early.
+    owed_valid, owed_test = 0.5, 0.5
+    for trace in ordered:
+        owed_valid += split[1]
+        owed_test += split[2]
+        if owed_valid >= 1 - 1e-9:
+            out["valid"].append(trace)
+            owed_valid -= 1
+        elif owed_test >= 1 - 1e-9:
+            out["test"].append(trace)
+            owed_test -= 1
+        else:
+            out["train"].append(trace)
+    return out
+
+
+def export_traces(store: TraceStore, out_dir: Path | str, *, split: tuple[float, float, float] = (0.8, 0.1, 0.1),
+                  seed: int = 42, only_successful: bool = False, tokenizer: Any = None, source: str | None = None,
+                  category: str | None = None, ids: list[int] | None = None) -> ExportReport:
+    """Write train/valid/test.jsonl (and export.json, a manifest) from the store into ``out_dir``."""
+    check_split(split)
+    out_dir = Path(out_dir)
+    report = ExportReport(out_dir=out_dir, checked_with_tokenizer=tokenizer is not None)
+    usable = []
+    for trace in store.iter_traces(source=source, category=category, ids=ids, with_children=False):
+        if only_successful and trace.outcome != SUCCESS:
+            report.skipped_unsuccessful += 1
+            continue
+        problems = trace_problems(trace, tokenizer)
+        if problems:
+            report.rejected.append(Rejected(trace.id, "; ".join(problems)))
+        else:
+            usable.append(trace)
+    if not usable:
+        raise DataError(f"no trace in {store.path} can be exported (matching: {report.skipped_unsuccessful} "
+                        f"skipped as unsuccessful, {len(report.rejected)} rejected). See 'punie traces list'.")
+    for name, traces in assign_splits(usable, split, seed).items():
+        examples = [ex for trace in traces for ex in expand(trace)]
+        random.Random(f"{seed}:{name}").shuffle(examples)  # mix categories within the file
+        report.traces[name], report.examples[name] = len(traces), len(examples)
+        for ex in examples:
+            counts = report.categories.setdefault(ex.get("category", _UNCATEGORIZED), dict.fromkeys(SPLITS, 0))
+            counts[name] += 1
+        _write_split(report, name, examples)
+    fileio.write_json(out_dir / "export.json", _manifest(report, split, seed, only_successful, source))
+    return report
+
+
+def _write_split(report: ExportReport, name: str, examples: list[dict[str, Any]]) -> None:
+    path = report.out_dir / f"{name}.jsonl"
+    if not examples:
+        # mlx-lm reads a missing split as empty but fails on an empty file; drop a stale one.
+        path.unlink(missing_ok=True)
+        return
+    fileio.write_text(path, "".join(json.dumps(ex, ensure_ascii=False) + "\n" for ex in examples))
+    report.files[name] = path
+
+
+def _manifest(report: ExportReport, split: tuple[float, float, float], seed: int, only_successful: bool,
+              source: str | None) -> dict[str, Any]:
+    return {"split": list(split), "seed": seed, "only_successful": only_successful, "source": source,
+            "checked_with_tokenizer": report.checked_with_tokenizer, "traces": report.traces,
+            "examples": report.examples, "categories": dict(sorted(report.categories.items())),
+            "skipped_unsuccessful": report.skipped_unsuccessful,
+            "rejected": [{"trace_id": r.trace_id, "reason": r.reason} for r in report.rejected]}
