@@ -59,7 +59,7 @@ def test_loop_runs_real_tools_and_feeds_results_back(tokenizer, workspace):
     assert result.outcome == "success" and result.answer == "Copied the note to todo.txt." and result.steps == 3
     assert (workspace / "todo.txt").read_text() == "buy milk"
     # The model saw the system prompt, the tool schemas and, later, each tool result through the template.
-    assert DEFAULT_SYSTEM in model.prompts[0] and '"name": "read_file"' in model.prompts[0]
+    assert DEFAULT_SYSTEM in model.prompts[0] and "\nread_file(path: string)" in model.prompts[0]
     assert model.prompts[0].endswith("<|im_start|>assistant\n")
     assert "<tool_response>\nbuy milk\n\n</tool_response>" in model.prompts[1]
     assert "Created todo.txt" in model.prompts[2]

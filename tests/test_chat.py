@@ -40,7 +40,7 @@ def test_mlx_lm_sees_tool_calling_with_json_tools_parser(tokenizer):
 
 def test_tools_and_calls_render_in_the_parsed_format(tokenizer):
     text = render(tokenizer, conversation(), [READ_FILE])
-    assert json.dumps(READ_FILE) in text  # the schema reaches the model
+    assert "<tools>\nread_file(path: string): Read a file.\n</tools>" in text  # the schema reaches the model
     assert '<tool_call>\n{"name": "read_file", "arguments": {"path": "setup.cfg"}}\n</tool_call><|im_end|>' in text
     assert "<|im_start|>tool\n<tool_response>\n[metadata]\nname = demo\n</tool_response><|im_end|>" in text
     assert text.startswith("<|im_start|>system\nYou are a helpful AI assistant named SmolLM")
@@ -127,3 +127,20 @@ def test_default_system_prompt_comes_from_the_original_template():
                 "{{ '<|im_start|>system\nYou are Bob.<|im_end|>\n' }}{% endif %}{% endfor %}")
     assert default_system_prompt(original) == "You are Bob."
     assert default_system_prompt(None) == "You are a helpful AI assistant."
+
+
+def test_tools_render_as_signatures_or_json(tokenizer):
+    search = {"type": "function", "function": {"name": "search", "description": "Find text.", "parameters": {
+        "type": "object", "properties": {"pattern": {"type": "string"}, "limit": {"type": "integer"}},
+        "required": ["pattern"]}}}
+    nested = {"type": "function", "function": {"name": "plan", "description": "Plan.", "parameters": {
+        "type": "object", "properties": {"steps": {"type": "array", "items": {"type": "string"}}}}}}
+    described = {"name": "get", "parameters": {"type": "object", "properties": {
+        "id": {"type": "string", "description": "The record id"}}, "required": ["id"]}}
+    text = render(tokenizer, [{"role": "user", "content": "hi"}], [search, nested, described])
+    assert "\nsearch(pattern: string, limit?: integer): Find text.\n" in text
+    # Anything a signature cannot say exactly is shown as the JSON schema itself.
+    assert "\n" + json.dumps(nested["function"]) + "\n" in text
+    assert "\n" + json.dumps(described) + "\n" in text
+    assert "\nno_args(): Nothing.\n" in render(tokenizer, [{"role": "user", "content": "hi"}], [
+        {"type": "function", "function": {"name": "no_args", "description": "Nothing.", "parameters": {}}}, search])

@@ -235,3 +235,28 @@ def test_adapter_works_with_unmodified_mlx_lm_tools(data_dir, tiny_model, tmp_pa
                            str(out), "--save-path", str(fused)], capture_output=True, text=True, env=env)
     assert fuse.returncode == 0, fuse.stderr
     assert (fused / "config.json").is_file() and list(fused.glob("*.safetensors"))
+
+
+def test_target_loss_matches_mlx_lm_loss_and_gradients(data_dir, tiny_model):
+    import mlx.nn as nn
+    from mlx.utils import tree_flatten
+    from mlx_lm.tokenizer_utils import load as load_tokenizer
+    from mlx_lm.tuner.trainer import default_loss
+
+    from punie.models.loading import load
+    from punie.training import losses
+    from punie.training.data import make_batch, tokenize_split
+
+    model, _ = load(str(tiny_model))
+    split = tokenize_split("t", [tool_record(i) for i in range(4)], load_tokenizer(tiny_model), "tools",
+                           mask_prompt=True, max_seq_length=2048)
+    batch, lengths = make_batch(split, [0, 1, 2, 3], 2048)
+    start = losses.loss_start(split.offsets)
+    assert start > 0 and losses.loss_for(model) is losses.target_loss
+    (ours, n1), g1 = nn.value_and_grad(model, losses.target_loss)(model, batch, lengths, start)
+    (theirs, n2), g2 = nn.value_and_grad(model, default_loss)(model, batch, lengths)
+    assert int(n1.item()) == int(n2.item()) > 0
+    np.testing.assert_allclose(ours.item(), theirs.item(), rtol=1e-5)
+    flat1, flat2 = dict(tree_flatten(g1)), dict(tree_flatten(g2))
+    for name in ("model.layers.1.mlp.down_proj.weight", "model.embed_tokens.weight"):
+        np.testing.assert_allclose(np.array(flat1[name]), np.array(flat2[name]), atol=1e-6)

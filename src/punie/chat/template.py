@@ -16,6 +16,8 @@ from importlib import resources
 from typing import Any
 
 TOOL_PARSER = "json_tools"
+# Bumped whenever the template's output changes, so cached imports are refreshed.
+TEMPLATE_VERSION = 2
 CHATML_TOKENS = ("<|im_start|>", "<|im_end|>")
 _FALLBACK_SYSTEM = "You are a helpful AI assistant."
 

@@ -282,6 +282,7 @@ def tokenizer_config(metadata: dict[str, Any], special: dict[int, str]) -> dict[
     }
     if template is not None:
         config["chat_template"] = template
+        config["punie_template_version"] = chat_template.TEMPLATE_VERSION
     if parser is not None:
         config["tool_parser_type"] = parser
     if original is not None and original != template:

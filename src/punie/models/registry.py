@@ -93,17 +93,27 @@ def pull_default(dtype: str | None = None, force: bool = False) -> Path:
 
     dtype = dtype or default_dtype()
     out = default_model_dir(dtype)
-    if _is_model_dir(out) and not force:
+    if _is_model_dir(out) and not force and _template_is_current(out):
         return out
     import_gguf(find_default_gguf(), out, dtype=dtype, force=True, model_id="SmolLM2-135M-Instruct")
     return out
+
+
+def _template_is_current(model_dir: Path) -> bool:
+    """False for an import made with an older punie chat template (it is then re-imported)."""
+    from punie.chat.template import TEMPLATE_VERSION
+
+    config_file = model_dir / "tokenizer_config.json"
+    if not config_file.is_file():
+        return False
+    return json.loads(config_file.read_text()).get("punie_template_version") == TEMPLATE_VERSION
 
 
 def resolve_model(spec: str | None, *, pull: bool = True) -> str:
     """A path or repo id that ``mlx_lm.load`` accepts, for a ``--model`` value."""
     if spec is None or spec == DEFAULT_ALIAS:
         out = default_model_dir()
-        if _is_model_dir(out):
+        if _is_model_dir(out) and _template_is_current(out):
             return str(out)
         if not pull:
             raise ModelError("the default model is not imported yet; run 'punie models pull default'.")

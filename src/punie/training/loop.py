@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from punie.errors import PunieError
-from punie.training import checkpoints
+from punie.training import checkpoints, losses
 from punie.training.config import TrainConfig
 from punie.training.data import TokenizedSplit, batch_for_step, batch_plan, make_batch, validation_batches
 
@@ -85,21 +85,25 @@ class Trainer:
         self.optimizer = build_optimizer(config, config.iters // config.grad_accumulation)
         self.state = LoopState()
         self._grad: Any = None
+        self.loss_fn = losses.loss_for(model)
+
+    def _start(self, split: TokenizedSplit, indices: list[int]) -> int:
+        return losses.loss_start([split.offsets[i] for i in indices])
 
     # ---- the compiled step ---------------------------------------------------------------------
     def _compile_step(self) -> Any:
         import mlx.core as mx
         import mlx.nn as nn
         from mlx.utils import tree_map
-        from mlx_lm.tuner.trainer import default_loss
 
         model, optimizer, accum = self.model, self.optimizer, self.config.grad_accumulation
-        loss_and_grad = nn.value_and_grad(model, default_loss)
+        loss_and_grad = nn.value_and_grad(model, self.loss_fn)
         compile_state = [model.state, optimizer.state, mx.random.state]
 
+        # ``start`` is a Python int: the compiled graph is specialised (and cached) per value.
         @partial(mx.compile, inputs=compile_state, outputs=compile_state)
-        def step(batch: Any, lengths: Any, prev_grad: Any, do_update: bool) -> Any:
-            (loss, ntoks), grad = loss_and_grad(model, batch, lengths)
+        def step(batch: Any, lengths: Any, start: int, prev_grad: Any, do_update: bool) -> Any:
+            (loss, ntoks), grad = loss_and_grad(model, batch, lengths, start)
             if prev_grad is not None:
                 grad = tree_map(lambda a, b: a + b, grad, prev_grad)
             if do_update:
@@ -115,12 +119,12 @@ class Trainer:
     # ---- evaluation ----------------------------------------------------------------------------
     def validation_loss(self) -> float:
         import mlx.core as mx
-        from mlx_lm.tuner.trainer import default_loss
 
         self.model.eval()
         total, ntoks = mx.array(0.0), mx.array(0)
         for indices in validation_batches(self.valid_set, self.config.batch_size, self.config.val_batches):
-            loss, n = default_loss(self.model, *make_batch(self.valid_set, indices, self.config.max_seq_length))
+            batch, lengths = make_batch(self.valid_set, indices, self.config.max_seq_length)
+            loss, n = self.loss_fn(self.model, batch, lengths, self._start(self.valid_set, indices))
             total, ntoks = total + loss * n, ntoks + n
             mx.eval(total, ntoks)
         self.model.train()
@@ -143,7 +147,8 @@ class Trainer:
                 mx.random.seed(cfg.seed * 1_000_003 + st.step)
                 tic = time.perf_counter()
                 do_update = (st.step + 1) % cfg.grad_accumulation == 0 or st.step + 1 == cfg.iters
-                loss, ntoks, self._grad = step_fn(batch, lengths, self._grad, do_update)
+                start = self._start(self.train_set, indices)
+                loss, ntoks, self._grad = step_fn(batch, lengths, start, self._grad, do_update)
                 mx.eval(self._compile_state, loss, ntoks, self._grad)
                 st.train_seconds += time.perf_counter() - tic
                 self._account(float(loss.item()), int(ntoks.item()))
