@@ -76,7 +76,8 @@ def windows_punie(metrics: list[dict]) -> list[tuple[int, float]]:
 def rates(windows: list[tuple[int, float]]) -> dict[str, float]:
     total = sum(t for t, _ in windows) / sum(s for _, s in windows)
     steady = windows[1:] or windows
-    return {"tokens_per_second": total, "steady_tokens_per_second": sum(t for t, _ in steady) / sum(s for _, s in steady)}
+    steady_rate = sum(t for t, _ in steady) / sum(s for _, s in steady)
+    return {"tokens_per_second": total, "steady_tokens_per_second": steady_rate}
 
 
 def flops_per_token(model_dir: str, num_layers: int, seq_len: float) -> float:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import typer
 
-from punie.cli import agent, data, demo, doctor, generate, models, serve, traces, train
+from punie.cli import agent, data, demo, doctor, generate, models, report, serve, traces, train
+from punie.cli.eval import eval_command
 
 app = typer.Typer(
     name="punie",
@@ -20,5 +21,7 @@ app.command("generate")(generate.generate)
 app.command("demo")(demo.demo)
 app.add_typer(data.app, name="data")
 app.command("train")(train.train)
+app.command("eval")(eval_command)
+app.add_typer(report.app, name="report")
 app.add_typer(agent.app, name="agent")
 app.add_typer(traces.app, name="traces")

@@ -1,7 +1,8 @@
-"""``punie demo``: punie's main job on the embedded default model, end to end."""
+"""``punie demo``: punie's whole loop on the embedded default model, with the headline numbers."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -11,14 +12,41 @@ from punie.cli.console import err, out
 
 def demo(
     *,
-    prompt: Annotated[str, typer.Option(help="The question to ask.")] = "What is the capital of France?",
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Output directory (default: under runs/).")] = None,
+    iters: Annotated[int | None, typer.Option(help="Training iterations (default: the demo recipe's).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed for the demo data and training.")] = 42,
 ) -> None:
-    """Import the default model (once) and answer a question with it."""
-    from punie.models import registry
-    from punie.models.loading import generate_reply
+    """Import the default model, record traces, train an adapter, evaluate it against the baseline."""
+    from punie.cli.eval import _ProgressBars
+    from punie.cli.train import TrainDisplay
+    from punie.demo import DEMO_TRAINING, run_demo
 
-    with err.status("Importing the default model (first run only) ..."):
-        path = registry.pull_default()
-    out.print(f"[bold]Model:[/] {path}")
-    out.print(f"[bold]Q:[/] {prompt}")
-    out.print(f"[bold]A:[/] {generate_reply(prompt, max_tokens=60)}")
+    train_display = TrainDisplay(iters or int(DEMO_TRAINING["iters"]))
+    eval_bars = _ProgressBars()
+
+    def stage(key: str, text: str) -> None:
+        # Each stage owns the terminal's live display while it runs.
+        if key == "evaluate":
+            train_display.progress.stop()
+        err.print(f"[bold cyan]==>[/] {text}")
+        if key == "train":
+            train_display.progress.start()
+        elif key == "evaluate":
+            eval_bars.bars.start()
+
+    try:
+        result = run_demo(out_dir, seed=seed, iters=iters, on_stage=stage, train_callback=train_display,
+                          eval_progress=eval_bars)
+    finally:
+        train_display.progress.stop()
+        eval_bars.bars.stop()
+    h, comp = result.headline, result.headline["comparison"]
+    out.print(f"\n[bold]Held-out tool-use suite ({h['cases']} cases), SmolLM2-135M-Instruct:[/]")
+    out.print(f"  baseline  {h['baseline_accuracy']:.1%}")
+    out.print(f"  adapter   {h['adapter_accuracy']:.1%}")
+    if comp:
+        lo, hi = comp["ci95"]
+        out.print(f"  delta     {comp['delta'] * 100:+.1f} pp (95% CI {lo * 100:+.1f} to {hi * 100:+.1f}), "
+                  f"McNemar exact p = {comp['p_value']:.2g}; {comp['improved']} cases fixed, "
+                  f"{comp['regressed']} broken")
+    out.print(f"Report: {h['report']}   (punie report open {result.out / 'eval'})")

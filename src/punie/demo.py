@@ -1,0 +1,91 @@
+"""The demo: punie's whole loop on the embedded default model.
+
+import the model -> record agent traces (a scripted policy driving the real
+tools on the sample workspace) -> export them as training data -> train a LoRA
+adapter -> evaluate baseline vs adapter on the held-out suite -> HTML report.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from punie import fileio, paths
+
+# The recipe that works for SmolLM2-135M on this data (see docs/BENCHMARKS.md for the measured run).
+DEMO_TRAINING: dict[str, Any] = {"iters": 80, "batch_size": 4, "num_layers": 8, "rank": 8, "learning_rate": 2e-4,
+                 "steps_per_eval": 40, "steps_per_report": 10, "val_batches": 5, "save_every": 40}
+DEMO_MAX_TOKENS = 64  # a first tool call or a short answer fits; rambling past it changes no score
+
+
+@dataclass
+class DemoResult:
+    out: Path
+    model: str
+    adapter: Path
+    results: Any  # punie.eval.EvalResults
+    headline: dict[str, Any]
+
+
+def default_out() -> Path:
+    return paths.runs_dir() / f"demo-{datetime.now():%Y%m%d-%H%M%S}"
+
+
+def run_demo(out: Path | None = None, *, seed: int = 42, iters: int | None = None,
+             on_stage: Callable[[str, str], None] | None = None, train_callback: Any = None,
+             eval_progress: Callable[[Any], None] | None = None, eval_cases: int | None = None) -> DemoResult:
+    """Run the whole loop into ``out``; ``eval_cases`` evaluates an evenly spread subset (for quick checks)."""
+    from mlx_lm.tokenizer_utils import load as load_tokenizer
+
+    from punie.eval import run_eval
+    from punie.models import registry
+    from punie.traces import demo_data
+    from punie.training import TrainConfig, train
+
+    def stage(key: str, text: str) -> None:
+        if on_stage is not None:
+            on_stage(key, text)
+
+    out = Path(out) if out is not None else default_out()
+    out.mkdir(parents=True, exist_ok=True)
+    stage("import", "Importing the default model (first run only)")
+    model = str(registry.pull_default())
+    stage("traces", "Recording agent traces and exporting training data")
+    data = demo_data.generate(out / "data", seed=seed, tokenizer=load_tokenizer(Path(model)))
+    stage("train", f"Training a LoRA adapter on {data.export.examples.get('train', '?')} examples")
+    settings: dict[str, Any] = DEMO_TRAINING | ({"iters": iters} if iters else {}) | {"seed": seed}
+    config = TrainConfig(data=out / "data", model=model, output=out / "adapter", **settings)
+    trained = train(config, train_callback)
+    stage("evaluate", f"Evaluating baseline and adapter on {data.suite_cases} held-out cases")
+    suite = data.files["suite"] if eval_cases is None else _subset(data.files["suite"], eval_cases)
+    results = run_eval(suite, model=model, adapters=[trained.output], out_dir=out / "eval",
+                       max_tokens=DEMO_MAX_TOKENS, progress=eval_progress)
+    headline = _headline(results.to_dict(), trained) | {"report": str(out / "eval" / "report.html")}
+    fileio.write_json(out / "demo.json", headline)
+    return DemoResult(out=out, model=model, adapter=trained.output, results=results, headline=headline)
+
+
+def _subset(suite: Path, n: int) -> Path:
+    lines = [line for line in suite.read_text().splitlines() if line.strip()]
+    step = max(len(lines) // max(n, 1), 1)
+    subset = suite.with_name(f"suite-{n}.jsonl")
+    fileio.write_text(subset, "".join(line + "\n" for line in lines[::step][:n]))
+    return subset
+
+
+def _headline(data: dict[str, Any], trained: Any) -> dict[str, Any]:
+    runs = {r["name"]: r["summary"] for r in data["runs"]}
+    comparison = data["comparisons"][0] if data["comparisons"] else {}
+    baseline: dict[str, Any] = runs.get("baseline", {})
+    adapter: dict[str, Any] = next((s for name, s in runs.items() if name != "baseline"), {})
+    return {
+        "cases": data["suite"]["cases"],
+        "baseline_accuracy": baseline.get("accuracy"),
+        "adapter_accuracy": adapter.get("accuracy"),
+        "comparison": comparison,
+        "train_steps": trained.steps,
+        "best_val_loss": trained.best_val_loss,
+    }

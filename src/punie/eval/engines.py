@@ -1,0 +1,71 @@
+"""Engines produce a model's answers to a suite's cases, once per adapter.
+
+An engine is prepared once with every adapter it will run (so an incompatible
+adapter fails before anything runs), then asked to generate for the baseline
+(``adapter=None``) and each adapter in turn. Answers are handed back one by one
+through ``on_result`` as they finish, so an interrupted run keeps what it has.
+
+* ``inprocess`` (:mod:`punie.eval.inprocess`): loads the base once, swaps LoRA
+  weights in place, batches generation.
+* ``server`` (:mod:`punie.eval.http`): one ``punie serve`` process per run.
+* ``endpoint`` (:mod:`punie.eval.http`): any OpenAI-compatible URL, one run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from punie.errors import ConfigError
+from punie.eval.outputs import ModelOutput
+from punie.eval.suite import EvalCase
+
+
+@dataclass
+class Generation:
+    output: ModelOutput
+    latency_s: float
+    error: str | None = None
+
+
+OnResult = Callable[[int, Generation], None]
+
+
+class Engine(Protocol):
+    name: str
+
+    def prepare(self, adapters: list[Path]) -> None:
+        """Load what is shared across runs and check every adapter; raise before any generation."""
+
+    def generate(self, adapter: Path | None, cases: list[EvalCase], on_result: OnResult) -> None:
+        """Answer every case greedily, calling ``on_result(index, generation)`` as each finishes."""
+
+    def close(self) -> None:
+        """Release models, servers and connections."""
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    model: str | None = None
+    max_tokens: int = 256
+    batch_size: int = 16
+    endpoint: str | None = None
+    timeout_s: float = 300.0
+
+
+def make_engine(name: str, options: EngineOptions) -> Engine:
+    """The engine registered under ``name``."""
+    from punie.eval.http import EndpointEngine, ServerEngine
+    from punie.eval.inprocess import InProcessEngine
+
+    engines: dict[str, Callable[[EngineOptions], Engine]] = {
+        "inprocess": InProcessEngine, "server": ServerEngine, "endpoint": EndpointEngine,
+    }
+    if name not in engines:
+        raise ConfigError(f"--engine {name!r}: choose one of {sorted(engines)}.")
+    return engines[name](options)
+
+
+ENGINE_NAMES = ("inprocess", "server", "endpoint")

@@ -1,0 +1,183 @@
+"""The in-process engine: one base model in memory, adapters swapped in place.
+
+The base model is loaded once. Switching runs first strips every LoRA/DoRA
+wrapper (putting the original layers back) and reloads the base parameters
+kept from load time, so the baseline is exactly the base model whatever ran
+before it (also after a full fine-tune "adapter" replaced weights); then the
+next adapter is applied with mlx-lm's own ``load_adapters``. Generation is
+greedy and batched with mlx-lm's ``BatchGenerator`` (continuous batching).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from punie.errors import ModelError
+from punie.eval.engines import EngineOptions, Generation, OnResult
+from punie.eval.outputs import ModelOutput
+from punie.eval.suite import EvalCase
+
+ADAPTER_LEAVES = ("lora_a", "lora_b")
+
+
+def strip_adapter_layers(model: Any) -> None:
+    """Replace every LoRA/DoRA wrapper by the layer it wraps; fail if any adapter weight remains."""
+    from mlx.utils import tree_unflatten
+    from mlx_lm.tuner.dora import DoRAEmbedding, DoRALinear
+    from mlx_lm.tuner.lora import LoRAEmbedding, LoRALinear, LoRASwitchLinear
+
+    originals = []
+    for name, module in model.named_modules():
+        if isinstance(module, LoRALinear | DoRALinear | LoRASwitchLinear):
+            originals.append((name, module.linear))
+        elif isinstance(module, LoRAEmbedding | DoRAEmbedding):
+            originals.append((name, module.embedding))
+    if originals:
+        model.update_modules(tree_unflatten(originals))
+    left = adapter_parameter_names(model)
+    if left:
+        raise ModelError(f"could not remove adapter layers {left[:3]} from the model; the baseline would not be "
+                         "the base model. Please report this with the adapter's adapter_config.json.")
+
+
+def adapter_parameter_names(model: Any) -> list[str]:
+    from mlx.utils import tree_flatten
+
+    flat: list[tuple[str, Any]] = tree_flatten(model.parameters())  # type: ignore[assignment]
+    return [name for name, _ in flat if name.rsplit(".", 1)[-1] in ADAPTER_LEAVES]
+
+
+class InProcessEngine:
+    name = "inprocess"
+
+    def __init__(self, options: EngineOptions):
+        self.options = options
+        self.model: Any = None
+        self.tokenizer: Any = None
+        self._base_params: list[tuple[str, Any]] = []
+        self._active: Path | None = None
+
+    def prepare(self, adapters: list[Path]) -> None:
+        from mlx.utils import tree_flatten
+
+        from punie.models.loading import load
+
+        self.model, self.tokenizer = load(self.options.model)
+        # References to the loaded arrays: reloading them restores the base exactly, at no copy cost.
+        self._base_params = tree_flatten(self.model.parameters())  # type: ignore[assignment]
+        for adapter in adapters:  # every adapter must load before any case runs
+            self.use_adapter(adapter)
+        self.use_adapter(None)
+
+    def use_adapter(self, adapter: Path | None) -> None:
+        """Make the model the base (``None``) or the base plus ``adapter``."""
+        from mlx_lm.tuner.utils import load_adapters
+
+        strip_adapter_layers(self.model)
+        self.model.load_weights(self._base_params, strict=True)
+        self._active = None
+        if adapter is not None:
+            try:
+                load_adapters(self.model, str(adapter))
+            except (ValueError, KeyError, FileNotFoundError) as exc:
+                strip_adapter_layers(self.model)
+                self.model.load_weights(self._base_params, strict=True)
+                raise ModelError(f"adapter {adapter} does not fit the base model {self.options.model or 'default'}: "
+                                 f"{exc}") from exc
+            self._active = adapter
+        # New LoRA modules start in training mode, where their dropout is active: evaluation is greedy.
+        self.model.eval()
+
+    def encode(self, case: EvalCase) -> list[int]:
+        from punie.chat.template import render
+
+        text = render(self.tokenizer, case.messages, case.tools, add_generation_prompt=True)
+        tokens: list[int] = self.tokenizer.encode(text, add_special_tokens=False)
+        return tokens
+
+    def generate(self, adapter: Path | None, cases: list[EvalCase], on_result: OnResult) -> None:
+        self.use_adapter(adapter)
+        prompts = [self.encode(case) for case in cases]
+        for index, text, latency in generate_batched(self.model, self.tokenizer, prompts,
+                                                     max_tokens=self.options.max_tokens,
+                                                     batch_size=self.options.batch_size):
+            on_result(index, Generation(ModelOutput.from_text(text), latency))
+
+    def close(self) -> None:
+        self.model = None
+        self.tokenizer = None
+        self._base_params = []
+
+
+def generate_batched(model: Any, tokenizer: Any, prompts: list[list[int]], *, max_tokens: int,
+                     batch_size: int, share_prefixes: bool = True) -> Any:
+    """Yield ``(index, text, latency_s)`` for each prompt as it finishes (greedy, continuous batching).
+
+    With ``share_prefixes`` a beginning common to several prompts (system
+    prompt, tool schemas) is prefilled once (:mod:`punie.eval.prefix`).
+    A case's latency runs from the step that started its prefill to its last
+    token, while sharing the batch with others, so it is an upper bound on
+    what it would take alone.
+    """
+    from mlx_lm.generate import BatchGenerator
+
+    gen = BatchGenerator(model, max_tokens=max_tokens, stop_tokens=[[t] for t in tokenizer.eos_token_ids],
+                         completion_batch_size=batch_size, prefill_batch_size=batch_size)
+    try:
+        order, inputs, caches = _plan_prefill(model, prompts, share_prefixes)
+        uids = gen.insert(inputs, caches=caches if any(c is not None for c in caches) else None)
+        index = {uid: order[k] for k, uid in enumerate(uids)}
+        tokens: dict[int, list[int]] = {uid: [] for uid in uids}
+        started: dict[int, float] = {}
+        remaining = len(uids)
+        while remaining:
+            tic = time.perf_counter()
+            prompt_responses, responses = gen.next()
+            for p in prompt_responses:
+                started.setdefault(p.uid, tic)
+            for r in responses:
+                if r.finish_reason != "stop":
+                    tokens[r.uid].append(r.token)
+                if r.finish_reason is not None:
+                    remaining -= 1
+                    latency = time.perf_counter() - started.get(r.uid, tic)
+                    yield index[r.uid], detokenize(tokenizer, tokens.pop(r.uid)), latency
+            if not prompt_responses and not responses:
+                raise ModelError(f"generation stopped with {remaining} prompt(s) unanswered (mlx-lm BatchGenerator "
+                                 "returned nothing); please report this.")
+    finally:
+        gen.close()
+
+
+def _plan_prefill(model: Any, prompts: list[list[int]], share_prefixes: bool
+                  ) -> tuple[list[int], list[list[int]], list[Any]]:
+    """(prompt order, tokens left to prefill, starting cache or None) for each prompt."""
+    from punie.eval.prefix import PrefixGroup, can_share, prefill, prefix_groups
+
+    groups = prefix_groups(prompts) if share_prefixes and can_share(model) else []
+    groups = [g for g in groups if g.length]
+    grouped = {i for g in groups for i in g.members}
+    groups.append(PrefixGroup([i for i in range(len(prompts)) if i not in grouped], 0))
+    order: list[int] = []
+    inputs: list[list[int]] = []
+    caches: list[Any] = []
+    for group in groups:
+        cache = prefill(model, prompts[group.members[0]][:group.length]) if group.length else None
+        # Prompts of similar length share a prefill batch, so little compute goes to padding.
+        for i in sorted(group.members, key=lambda i: len(prompts[i])):
+            order.append(i)
+            inputs.append(prompts[i][group.length:])
+            caches.append(cache)
+    return order, inputs, caches
+
+
+def detokenize(tokenizer: Any, tokens: list[int]) -> str:
+    """Text of generated tokens, by mlx-lm's streaming detokenizer (as mlx_lm.generate and the server do)."""
+    detokenizer = tokenizer.detokenizer
+    for token in tokens:
+        detokenizer.add_token(token)
+    detokenizer.finalize()
+    text: str = detokenizer.text
+    return text

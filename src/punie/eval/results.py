@@ -1,0 +1,186 @@
+"""Eval results: per-case records, run summaries, paired comparisons, results.json.
+
+``results.json`` is the one artifact everything else (the HTML report, CI
+checks, a later ``punie report``) reads. Its shape::
+
+    {"suite": {...}, "model": ..., "engine": ..., "interrupted": false,
+     "runs": [{"name", "adapter", "summary": {"accuracy", "by_category", ...}, "cases": [...]}],
+     "comparisons": [{"run", "baseline", "delta", "ci95", "p_value", "significant", "verdict", ...}]}
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from punie import fileio
+from punie.errors import DataError
+from punie.eval import stats
+from punie.eval.scorers import SCORERS
+from punie.eval.suite import EvalCase
+
+ALPHA = 0.05
+BASELINE = "baseline"
+
+
+@dataclass
+class CaseResult:
+    id: str
+    category: str
+    scorer: str
+    passed: bool
+    score: float
+    output: str
+    tool_calls: list[dict[str, Any]]
+    latency_s: float
+    reason: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
+    parse_errors: list[str] = field(default_factory=list)
+    error: str | None = None
+
+
+@dataclass
+class RunResult:
+    name: str
+    adapter: str | None
+    cases: list[CaseResult] = field(default_factory=list)
+    complete: bool = False
+    elapsed_s: float = 0.0
+    metrics_path: str | None = None
+
+    def summary(self, suite_cases: list[EvalCase]) -> dict[str, Any]:
+        by_id = {c.id: c for c in suite_cases}
+        by_category: dict[str, list[bool]] = defaultdict(list)
+        for case in self.cases:
+            by_category[case.category].append(case.passed)
+        scorer_metrics = {}
+        for name, scorer in SCORERS.items():
+            scored = [(by_id[c.id], _as_score(c)) for c in self.cases if c.scorer == name and c.id in by_id]
+            if scored and scorer.summarize:
+                scorer_metrics[name] = scorer.summarize(scored)
+        passed = sum(c.passed for c in self.cases)
+        return {"n": len(self.cases), "n_suite": len(suite_cases), "passed": passed,
+                "accuracy": passed / len(self.cases) if self.cases else 0.0,
+                "mean_score": sum(c.score for c in self.cases) / len(self.cases) if self.cases else 0.0,
+                "errors": sum(c.error is not None for c in self.cases),
+                "by_category": {cat: {"n": len(v), "passed": sum(v), "accuracy": sum(v) / len(v)}
+                                for cat, v in sorted(by_category.items())},
+                "scorers": scorer_metrics,
+                "mean_latency_s": sum(c.latency_s for c in self.cases) / len(self.cases) if self.cases else 0.0,
+                "elapsed_s": self.elapsed_s, "complete": self.complete}
+
+
+def _as_score(case: CaseResult) -> Any:
+    from punie.eval.outputs import Score
+
+    return Score(case.passed, case.score, case.reason, case.details)
+
+
+def compare(baseline: RunResult, run: RunResult) -> dict[str, Any]:
+    """Paired comparison of ``run`` against ``baseline`` on the cases both finished."""
+    old = {c.id: c for c in baseline.cases}
+    pairs = [(old[c.id], c) for c in run.cases if c.id in old]
+    table = stats.PairedTable.from_pairs([o.passed for o, _ in pairs], [n.passed for _, n in pairs])
+    lo, hi = stats.newcombe_paired_interval(table)
+    by_category: dict[str, list[tuple[bool, bool]]] = defaultdict(list)
+    for before, after in pairs:
+        by_category[after.category].append((before.passed, after.passed))
+    n = table.n
+    return {
+        "run": run.name, "baseline": baseline.name, "n_paired": n,
+        "baseline_accuracy": (table.both + table.only_old) / n if n else 0.0,
+        "accuracy": (table.both + table.only_new) / n if n else 0.0,
+        "delta": table.delta, "ci95": [lo, hi],
+        "improved": table.only_new, "regressed": table.only_old,
+        "p_value": stats.mcnemar_exact(table.only_new, table.only_old),
+        "by_category": {cat: _category_delta(v) for cat, v in sorted(by_category.items())},
+        "changed": [nw.id for o, nw in pairs if o.passed != nw.passed],
+    }
+
+
+def _category_delta(pairs: list[tuple[bool, bool]]) -> dict[str, Any]:
+    old = sum(o for o, _ in pairs) / len(pairs)
+    new = sum(n for _, n in pairs) / len(pairs)
+    b = sum(n and not o for o, n in pairs)
+    c = sum(o and not n for o, n in pairs)
+    return {"n": len(pairs), "baseline_accuracy": old, "accuracy": new, "delta": new - old,
+            "p_value": stats.mcnemar_exact(b, c)}
+
+
+def finish_comparisons(comparisons: list[dict[str, Any]], alpha: float = ALPHA) -> list[dict[str, Any]]:
+    """Holm-adjust the p-values across adapters and state a verdict that never calls noise a change."""
+    adjusted = stats.holm_adjust([c["p_value"] for c in comparisons])
+    floor = stats.min_discordant_for_significance(alpha)
+    for comp, p_adj in zip(comparisons, adjusted, strict=True):
+        comp["p_adjusted"] = p_adj
+        comp["alpha"] = alpha
+        comp["significant"] = p_adj < alpha and comp["improved"] != comp["regressed"]
+        if comp["significant"]:
+            comp["verdict"] = "better" if comp["delta"] > 0 else "worse"
+        else:
+            comp["verdict"] = "no significant difference"
+        discordant = comp["improved"] + comp["regressed"]
+        comp["note"] = (f"only {discordant} case(s) changed; at least {floor} must change before any difference "
+                        "can be significant" if discordant < floor else "")
+    return comparisons
+
+
+@dataclass
+class EvalResults:
+    suite_path: str
+    suite_sha256: str
+    model: str
+    engine: str
+    max_tokens: int
+    cases: list[EvalCase]
+    runs: list[RunResult] = field(default_factory=list)
+    interrupted: bool = False
+    error: str | None = None
+    created: str = ""
+    out_dir: Path | None = None
+
+    def comparisons(self) -> list[dict[str, Any]]:
+        base = next((r for r in self.runs if r.adapter is None), None)
+        if base is None:
+            return []
+        return finish_comparisons([compare(base, r) for r in self.runs if r is not base and r.cases])
+
+    def run(self, name: str) -> RunResult:
+        for r in self.runs:
+            if r.name == name:
+                return r
+        raise KeyError(name)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": 1, "created": self.created,
+            "suite": {"path": self.suite_path, "sha256": self.suite_sha256, "cases": len(self.cases)},
+            "model": self.model, "engine": self.engine, "max_tokens": self.max_tokens,
+            "interrupted": self.interrupted, "error": self.error,
+            "runs": [{"name": r.name, "adapter": r.adapter, "metrics_path": r.metrics_path,
+                      "summary": r.summary(self.cases), "cases": [asdict(c) for c in r.cases]} for r in self.runs],
+            "comparisons": self.comparisons(),
+            "cases": [{"id": c.id, "category": c.category, "scorer": c.scorer, "messages": c.messages,
+                       "expect": c.expect, "tools": [t.get("function", t).get("name") for t in c.tools or []]}
+                      for c in self.cases],
+        }
+
+    def write(self, out_dir: Path) -> Path:
+        path = Path(out_dir) / "results.json"
+        fileio.write_json(path, self.to_dict())
+        return path
+
+
+def read_results(out_dir: Path) -> dict[str, Any]:
+    """The results.json of an eval output directory."""
+    path = Path(out_dir) / "results.json"
+    if not path.is_file():
+        raise DataError(f"{out_dir} has no results.json; run 'punie eval --suite FILE --out {out_dir}' first.")
+    try:
+        data: dict[str, Any] = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path} is not valid JSON ({exc.msg}, line {exc.lineno}).") from exc
+    return data

@@ -1,0 +1,170 @@
+"""``run_eval``: the baseline and each adapter on the same cases, scored and compared.
+
+Order of work: read and check the whole suite, check every adapter against the
+base model, prepare the engine (which loads every adapter once), and only then
+generate. results.json is rewritten after each run, and on Ctrl-C the finished
+cases are kept and written before returning with ``interrupted=True``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from punie import paths
+from punie.errors import ConfigError, PunieError
+from punie.eval import compat
+from punie.eval.engines import EngineOptions, Generation, make_engine
+from punie.eval.results import BASELINE, CaseResult, EvalResults, RunResult
+from punie.eval.scorers import SCORERS
+from punie.eval.suite import EvalCase, load_suite
+
+DEFAULT_MAX_TOKENS = 256
+
+
+@dataclass(frozen=True)
+class EvalProgress:
+    """One step of an eval: a run started (``case_id`` None) or a case finished."""
+
+    run: str
+    run_index: int
+    runs: int
+    done: int
+    total: int
+    case_id: str | None = None
+    passed: bool | None = None
+
+
+ProgressFn = Callable[[EvalProgress], None]
+
+
+def run_eval(suite_path: Path | str, model: str | None = None, adapters: Sequence[Path | str] = (),
+             engine: str = "inprocess", max_tokens: int = DEFAULT_MAX_TOKENS, out_dir: Path | str | None = None,
+             progress: ProgressFn | None = None, *, endpoint: str | None = None, batch_size: int = 16,
+             report: bool = True) -> EvalResults:
+    """Evaluate the baseline and each adapter on a suite; write results.json (and report.html) to ``out_dir``.
+
+    Returns the results; ``results.interrupted`` is True when Ctrl-C stopped the
+    run early (the finished cases are kept and written).
+    """
+    suite = load_suite(suite_path)
+    if max_tokens < 1:
+        raise ConfigError(f"--max-tokens must be at least 1, got {max_tokens}.")
+    if endpoint and engine == "inprocess":
+        engine = "endpoint"
+    elif endpoint and engine != "endpoint":
+        raise ConfigError(f"--endpoint evaluates a server you already run; it cannot be combined with "
+                          f"--engine {engine}.")
+    adapter_paths = [Path(a).expanduser() for a in adapters]
+    if engine == "endpoint" and adapter_paths:
+        raise ConfigError("--endpoint evaluates the one model the server runs; it cannot switch adapters. "
+                          "Use --engine inprocess or --engine server to compare adapters with the baseline.")
+    base_name, base_dir = _base_model(model, engine)
+    for adapter in adapter_paths:
+        compat.check_adapter_matches(adapter, base_dir, base_name)
+    out = Path(out_dir) if out_dir else paths.runs_dir() / f"eval-{datetime.now():%Y%m%d-%H%M%S}"
+    out.mkdir(parents=True, exist_ok=True)
+
+    runner = make_engine(engine, EngineOptions(model=model, max_tokens=max_tokens, batch_size=batch_size,
+                                               endpoint=endpoint))
+    results = EvalResults(suite_path=str(Path(suite_path)), suite_sha256=suite.sha256,
+                          model=endpoint or base_name, engine=engine, max_tokens=max_tokens, cases=suite.cases,
+                          created=datetime.now(UTC).isoformat(timespec="seconds"), out_dir=out)
+    specs: list[tuple[str, Path | None]] = [(BASELINE if engine != "endpoint" else "endpoint", None)]
+    specs += list(zip(_run_names(adapter_paths), adapter_paths, strict=True))
+    try:
+        runner.prepare(adapter_paths)
+        for index, (name, run_adapter) in enumerate(specs):
+            run = RunResult(name=name, adapter=str(run_adapter) if run_adapter else None,
+                            metrics_path=_metrics_path(run_adapter))
+            results.runs.append(run)
+            _one_run(runner, run, suite.cases, index, len(specs), progress)
+            results.write(out)
+    except KeyboardInterrupt:
+        results.interrupted = True
+    except PunieError as exc:
+        # A server that died mid-run: keep what finished, then report the error.
+        results.interrupted, results.error = True, str(exc)
+        _finish(results, out, report)
+        raise
+    finally:
+        runner.close()
+    _finish(results, out, report)
+    return results
+
+
+def _finish(results: EvalResults, out: Path, report: bool) -> None:
+    """Put each run's cases in suite order and write results.json (and report.html)."""
+    order = {c.id: i for i, c in enumerate(results.cases)}
+    for run in results.runs:
+        run.cases.sort(key=lambda c: order[c.id])
+    results.write(out)
+    if report:
+        from punie.report.eval_report import write_report
+
+        write_report(out)
+
+
+def _one_run(runner, run: RunResult, cases: list[EvalCase], index: int, runs: int,
+             progress: ProgressFn | None) -> None:
+    tic = time.perf_counter()
+    if progress:
+        progress(EvalProgress(run.name, index, runs, 0, len(cases)))
+
+    def on_result(i: int, generation: Generation) -> None:
+        result = score_case(cases[i], generation)
+        run.cases.append(result)
+        run.elapsed_s = time.perf_counter() - tic
+        if progress:
+            progress(EvalProgress(run.name, index, runs, len(run.cases), len(cases), result.id, result.passed))
+
+    runner.generate(Path(run.adapter) if run.adapter else None, cases, on_result)
+    run.complete = len(run.cases) == len(cases)
+    run.elapsed_s = time.perf_counter() - tic
+
+
+def score_case(case: EvalCase, generation: Generation) -> CaseResult:
+    """Score one answer with the case's scorer (an engine error fails the case with that reason)."""
+    output = generation.output
+    score = SCORERS[case.scorer].score(case, output)
+    passed, reason = score.passed, score.reason
+    if generation.error:
+        passed, reason = False, f"engine error: {generation.error}"
+    return CaseResult(id=case.id, category=case.category, scorer=case.scorer, passed=passed,
+                      score=score.score if passed or not generation.error else 0.0, output=output.raw,
+                      tool_calls=[c.as_dict() for c in output.tool_calls], latency_s=round(generation.latency_s, 4),
+                      reason=reason, details=score.details, parse_errors=output.parse_errors,
+                      error=generation.error)
+
+
+def _base_model(model: str | None, engine: str) -> tuple[str, Path | None]:
+    """A display name and the local directory of the base model (None for an endpoint or a hub id)."""
+    if engine == "endpoint":
+        return model or "endpoint", None
+    from punie.models.registry import resolve_model
+
+    resolved = resolve_model(model)
+    path = Path(resolved)
+    return (model or "default") if model in (None, "default") else resolved, path if path.is_dir() else None
+
+
+def _run_names(adapters: list[Path]) -> list[str]:
+    names: list[str] = []
+    for adapter in adapters:
+        name = adapter.resolve().name or str(adapter)
+        if name == BASELINE or name in names:
+            name = f"{adapter.resolve().parent.name}/{name}"
+        while name in names or name == BASELINE:
+            name += "'"
+        names.append(name)
+    return names
+
+
+def _metrics_path(adapter: Path | None) -> str | None:
+    if adapter is None:
+        return None
+    path = adapter / "metrics.jsonl"
+    return str(path) if path.is_file() else None

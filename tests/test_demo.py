@@ -1,0 +1,28 @@
+"""punie demo: the whole loop on the real default model (shortened: few steps, a subset of the suite)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import pytest
+
+from punie import paths
+
+
+@pytest.mark.slow
+def test_demo_runs_every_stage_and_reports_headline_numbers(tmp_path):
+    from punie.demo import run_demo
+
+    stages: list[str] = []
+    result = run_demo(tmp_path / "demo", iters=2, eval_cases=6, on_stage=lambda key, text: stages.append(key))
+    assert stages == ["import", "traces", "train", "evaluate"]
+    headline = json.loads((tmp_path / "demo" / "demo.json").read_text())
+    assert headline["cases"] == 6 and headline["train_steps"] == 2
+    assert 0 <= headline["baseline_accuracy"] <= 1 and 0 <= headline["adapter_accuracy"] <= 1
+    assert {"delta", "ci95", "p_value"} <= set(headline["comparison"])
+    assert (result.out / "eval" / "report.html").is_file() and (result.adapter / "adapters.safetensors").is_file()
+    for split in ("train", "valid", "test"):
+        assert (result.out / "data" / f"{split}.jsonl").stat().st_size > 0
+    with sqlite3.connect(paths.traces_db()) as db:  # the traces were recorded in the store
+        assert db.execute("SELECT COUNT(*) FROM traces").fetchone()[0] > 100
