@@ -31,8 +31,10 @@ def test_unmodified_mlx_lm_generate_uses_the_import(default_model):
 
 
 @pytest.mark.slow
-def test_pull_default_then_demo(run_cli):
-    result = run_cli("demo")
+def test_pull_default_then_generate(run_cli):
+    pulled = run_cli("models", "pull", "default")
+    assert pulled.returncode == 0, pulled.stderr
+    result = run_cli("generate", QUESTION, "--max-tokens", "20")
     assert result.returncode == 0, result.stderr
     assert "Paris" in result.stdout
     listing = run_cli("models", "list")

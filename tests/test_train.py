@@ -118,15 +118,13 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(data_dir, tiny_model,
     out = tmp_path / "run"
     train(config(data_dir, tiny_model, out, iters=4, save_every=2, steps_per_eval=2))
     good = (out / "adapters.safetensors").read_bytes()
-    import mlx_lm.tuner.trainer as mlx_trainer
+    from punie.training import losses
 
-    real_loss = mlx_trainer.default_loss
-
-    def nan_loss(model, batch, lengths):
-        loss, ntoks = real_loss(model, batch, lengths)
+    def nan_loss(model, batch, lengths, start=0):
+        loss, ntoks = losses.target_loss(model, batch, lengths, start)
         return loss * mx.nan, ntoks
 
-    monkeypatch.setattr(mlx_trainer, "default_loss", nan_loss)
+    monkeypatch.setattr(losses, "loss_for", lambda model: nan_loss)
     with pytest.raises(TrainingError, match="became nan at step 5"):
         train(config(data_dir, tiny_model, out, iters=8, save_every=2, steps_per_eval=2), resume=True)
     assert checkpoints.latest_checkpoint(out).step == 4

@@ -118,8 +118,9 @@ def loaded_blas() -> str:
     libs = set()
     for line in maps.read_text().splitlines():
         name = line.rsplit(" ", 1)[-1]
-        base = os.path.basename(name)
-        if "blas" in base.lower():
+        base = os.path.basename(name).lower()
+        # NumPy's wheels bundle an OpenBLAS with renamed symbols (scipy_cblas_*): MLX cannot use it.
+        if "blas" in base and "scipy_openblas" not in base:
             libs.add(name)
     openblas = sorted(lib for lib in libs if "openblas" in os.path.basename(lib))
     if openblas:
