@@ -132,9 +132,26 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(data_dir, tiny_model,
     assert json.loads((out / "manifest.json").read_text())["status"] == "failed"
 
 
-@pytest.mark.parametrize("fine_tune_type", ["dora", "full"])
-def test_other_fine_tune_types_train(data_dir, tiny_model, tmp_path, fine_tune_type):
-    result = train(config(data_dir, tiny_model, tmp_path / "run", iters=3, fine_tune_type=fine_tune_type))
+@pytest.mark.parametrize("options", [{"fine_tune_type": "dora"}, {"fine_tune_type": "full"},
+                                     {"grad_checkpoint": True, "grad_accumulation": 2}])
+def test_other_fine_tune_types_train(data_dir, tiny_model, tmp_path, options):
+    result = train(config(data_dir, tiny_model, tmp_path / "run", iters=3, **options))
+    assert result.steps == 3 and np.isfinite(result.final_train_loss)
+
+
+def test_qlora_on_a_quantized_base(data_dir, tiny_model, tmp_path):
+    import mlx.nn as nn
+    from mlx_lm.utils import load, save_model
+
+    model, _ = load(str(tiny_model))
+    nn.quantize(model, group_size=32, bits=4)
+    quantized = tmp_path / "q4"
+    save_model(quantized, model)
+    config_json = json.loads((tiny_model / "config.json").read_text()) | {"quantization": {"group_size": 32, "bits": 4}}
+    (quantized / "config.json").write_text(json.dumps(config_json))
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (quantized / name).write_bytes((tiny_model / name).read_bytes())
+    result = train(config(data_dir, quantized, tmp_path / "run", iters=3))
     assert result.steps == 3 and np.isfinite(result.final_train_loss)
 
 
@@ -233,6 +250,11 @@ def test_adapter_works_with_unmodified_mlx_lm_tools(data_dir, tiny_model, tmp_pa
                            str(out), "--save-path", str(fused)], capture_output=True, text=True, env=env)
     assert fuse.returncode == 0, fuse.stderr
     assert (fused / "config.json").is_file() and list(fused.glob("*.safetensors"))
+    from punie.serve import ServerProcess
+
+    with ServerProcess(model=str(tiny_model), adapter=str(out)) as server:  # mlx_lm.server --adapter-path
+        reply = server.chat([{"role": "user", "content": "hi"}], tools=TOOLS, max_tokens=3)
+    assert reply["choices"][0]["message"]["role"] == "assistant"
 
 
 def test_target_loss_matches_mlx_lm_loss_and_gradients(data_dir, tiny_model):

@@ -134,8 +134,12 @@ class Trainer:
     def run(self) -> LoopState:
         import mlx.core as mx
 
-        step_fn = self._compile_step()
         cfg, st = self.config, self.state
+        if cfg.grad_checkpoint:
+            from mlx_lm.tuner.trainer import grad_checkpoint
+
+            grad_checkpoint(self.model.layers[0])  # recompute each block's activations in the backward pass
+        step_fn = self._compile_step()
         self.model.train()
         if st.step == 0:
             self._evaluate()
