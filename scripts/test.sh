@@ -6,7 +6,7 @@ scripts/setup.sh dev
 # The report test renders punie's HTML report in headless Chromium (Debian/Ubuntu package).
 if [[ "$(uname -s)" == "Linux" ]] && ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
   SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO="sudo -n"
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null 2>&1 \
+  ($SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium) >/dev/null 2>&1 \
     || echo "Could not install chromium; the report rendering test will fail."
 fi
 .venv/bin/ruff check src tests bench
