@@ -280,3 +280,17 @@ def test_target_loss_matches_mlx_lm_loss_and_gradients(data_dir, tiny_model):
     flat1, flat2 = dict(tree_flatten(g1)), dict(tree_flatten(g2))
     for name in ("model.layers.1.mlp.down_proj.weight", "model.embed_tokens.weight"):
         np.testing.assert_allclose(np.array(flat1[name]), np.array(flat2[name]), atol=1e-6)
+
+
+def test_chat_data_needs_a_chat_template(data_dir, tiny_model, tmp_path):
+    import shutil
+
+    bare = tmp_path / "no-template"
+    shutil.copytree(tiny_model, bare)
+    config_file = bare / "tokenizer_config.json"
+    tok_config = json.loads(config_file.read_text())
+    tok_config.pop("chat_template")
+    config_file.write_text(json.dumps(tok_config))
+    with pytest.raises(DataError, match="no chat template"):
+        train(config(data_dir, bare, tmp_path / "run"))
+    assert not (tmp_path / "run" / "adapters.safetensors").exists()
