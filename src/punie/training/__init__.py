@@ -157,7 +157,7 @@ def _base_model_info(spec: str | None) -> dict[str, Any]:
         info["model_id"] = cfg.get("punie", {}).get("model_id")
         info["config_sha256"] = _sha256(config_file)
         weights = sorted(Path(path).glob("*.safetensors"))
-        info["weights_sha256"] = {w.name: cfg.get("punie", {}).get("weights_sha256") or _sha256(w) for w in weights}
+        info["weights_sha256"] = {w.name: _sha256(w) for w in weights}
     return info
 
 
