@@ -120,8 +120,8 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(data_dir, tiny_model,
     good = (out / "adapters.safetensors").read_bytes()
     from punie.training import losses
 
-    def nan_loss(model, batch, lengths, start=0):
-        loss, ntoks = losses.target_loss(model, batch, lengths, start)
+    def nan_loss(model, batch, lengths, start=0, prefix=0):
+        loss, ntoks = losses.target_loss(model, batch, lengths, start, prefix)
         return loss * mx.nan, ntoks
 
     monkeypatch.setattr(losses, "loss_for", lambda model: nan_loss)
@@ -137,6 +137,14 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(data_dir, tiny_model,
 def test_other_fine_tune_types_train(data_dir, tiny_model, tmp_path, options):
     result = train(config(data_dir, tiny_model, tmp_path / "run", iters=3, **options))
     assert result.steps == 3 and np.isfinite(result.final_train_loss)
+
+
+def test_grad_checkpointing_is_undone_after_training(data_dir, tiny_model, tmp_path):
+    from mlx_lm.models.llama import TransformerBlock
+
+    before = TransformerBlock.__call__
+    train(config(data_dir, tiny_model, tmp_path / "run", iters=2, grad_checkpoint=True))
+    assert TransformerBlock.__call__ is before  # mlx-lm patches the class; other models must not inherit it
 
 
 def test_qlora_on_a_quantized_base(data_dir, tiny_model, tmp_path):
@@ -280,6 +288,43 @@ def test_target_loss_matches_mlx_lm_loss_and_gradients(data_dir, tiny_model):
     flat1, flat2 = dict(tree_flatten(g1)), dict(tree_flatten(g2))
     for name in ("model.layers.1.mlp.down_proj.weight", "model.embed_tokens.weight"):
         np.testing.assert_allclose(np.array(flat1[name]), np.array(flat2[name]), atol=1e-6)
+
+
+def test_shared_prefix_pass_gives_the_same_loss_and_gradients(data_dir, tiny_model):
+    import mlx.nn as nn
+    from mlx.utils import tree_flatten
+    from mlx_lm.tokenizer_utils import load as load_tokenizer
+
+    from punie.models.loading import load
+    from punie.training import losses
+    from punie.training.data import make_batch, tokenize_split
+
+    model, _ = load(str(tiny_model))
+    split = tokenize_split("t", [tool_record(i) for i in range(4)], load_tokenizer(tiny_model), "tools",
+                           mask_prompt=True, max_seq_length=2048)
+    batch, lengths = make_batch(split, [0, 1, 2, 3], 2048)
+    start = losses.loss_start(split.offsets)
+    prefix = losses.shared_prefix(split.tokens, start)
+    assert 0 < prefix <= start and prefix % losses.START_ALIGN == 0
+    (shared, n1), g1 = nn.value_and_grad(model, losses.target_loss)(model, batch, lengths, start, prefix)
+    (plain, n2), g2 = nn.value_and_grad(model, losses.target_loss)(model, batch, lengths, start, 0)
+    assert int(n1.item()) == int(n2.item()) > 0
+    np.testing.assert_allclose(shared.item(), plain.item(), rtol=1e-5)
+    flat1, flat2 = dict(tree_flatten(g1)), dict(tree_flatten(g2))
+    for name in ("model.layers.0.self_attn.k_proj.weight", "model.layers.1.mlp.down_proj.weight",
+                 "model.embed_tokens.weight"):
+        assert np.abs(np.array(flat2[name])).max() > 0
+        np.testing.assert_allclose(np.array(flat1[name]), np.array(flat2[name]), atol=1e-6)
+
+
+def test_shared_prefix_length():
+    from punie.training.losses import shared_prefix
+
+    rows = [list(range(100)) + [1, 2], list(range(100)) + [3], list(range(70)) + [0] * 40]
+    assert shared_prefix(rows, start=99) == 64  # 70 shared, aligned down to 32
+    assert shared_prefix(rows[:2], start=99) == 96  # capped at the first target, aligned down
+    assert shared_prefix(rows[:2], start=20) == 0
+    assert shared_prefix(rows[:1], start=99) == 0  # one row: nothing to share
 
 
 def test_chat_data_needs_a_chat_template(data_dir, tiny_model, tmp_path):

@@ -16,8 +16,9 @@ from typing import Any
 from punie import fileio, paths
 
 # The demo recipe for SmolLM2-135M on this data; measured results (and their seed dependence) are in README.md.
-DEMO_TRAINING: dict[str, Any] = {"iters": 80, "batch_size": 4, "num_layers": 8, "rank": 8, "learning_rate": 5e-4,
-                 "steps_per_eval": 40, "steps_per_report": 10, "val_batches": 5, "save_every": 40}
+DEMO_TRAINING: dict[str, Any] = {"iters": 120, "batch_size": 4, "num_layers": 8, "rank": 8, "learning_rate": 5e-4,
+                 "warmup": 10, "lr_schedule": "cosine", "steps_per_eval": 40, "steps_per_report": 10,
+                 "val_batches": 5, "save_every": 40}
 DEMO_MAX_TOKENS = 64  # a first tool call or a short answer fits; rambling past it changes no score
 
 

@@ -214,7 +214,7 @@ def build_tasks(split: str, seed: int) -> list[DemoTask]:
     one_path: Callable[[dict[str, Any]], tuple[Any, ...]] = lambda v: (v["path"],)  # noqa: E731
     tasks = _tasks("read", paths(TRAIN_FILES + MISSING_FILES if t else HELD_OUT_FILES), 32 if t else 15, rng,
                    split, one_path, "read")
-    tasks += _tasks("list", paths(TRAIN_DIRS + MISSING_DIRS if t else HELD_OUT_DIRS), 22 if t else 12, rng, split,
+    tasks += _tasks("list", paths(TRAIN_DIRS + MISSING_DIRS if t else HELD_OUT_DIRS), 30 if t else 12, rng, split,
                     one_path, "list")
     if t:
         tasks += _tasks("list_root", [{}], 4, rng, split, lambda v: (".",), "list")
@@ -243,15 +243,15 @@ def _answer_tasks(rng: random.Random, split: str) -> list[DemoTask]:
     t = split == "train"
     # Training numbers are 2..49; eval numbers 50..99, so no eval value is a training value.
     low, high = (2, 49) if t else (50, 99)
-    tasks = _tasks("sum", _numbers(rng, 14 if t else 4, low, high), 14 if t else 4, rng, split,
+    tasks = _tasks("sum", _numbers(rng, 24 if t else 4, low, high), 24 if t else 4, rng, split,
                    lambda v: (f"{v['a']} + {v['b']} = {v['a'] + v['b']}.",), "answer")
-    tasks += _tasks("product", _numbers(rng, 8 if t else 3, low, high), 8 if t else 3, rng, split,
+    tasks += _tasks("product", _numbers(rng, 14 if t else 3, low, high), 14 if t else 3, rng, split,
                     lambda v: (f"{v['a']} x {v['b']} = {v['a'] * v['b']}.",), "answer")
     acronyms = ACRONYMS if t else ACRONYMS_EVAL
-    tasks += _tasks("acronym", [{"term": k} for k in acronyms], 8 if t else 3, rng, split,
+    tasks += _tasks("acronym", [{"term": k} for k in acronyms], 14 if t else 3, rng, split,
                     lambda v: (f"{v['term']} stands for {acronyms[v['term']]}.",), "answer")
     concepts = CONCEPTS if t else CONCEPTS_EVAL
-    tasks += _tasks("concept", [{"term": k} for k in concepts], 7 if t else 3, rng, split,
+    tasks += _tasks("concept", [{"term": k} for k in concepts], 12 if t else 3, rng, split,
                     lambda v: (concepts[v["term"]],), "answer")
     # Small talk: each message is its own (fixed) template.
     chat = CHAT if t else CHAT_EVAL

@@ -87,8 +87,14 @@ class Trainer:
         self._grad: Any = None
         self.loss_fn = losses.loss_for(model)
 
-    def _start(self, split: TokenizedSplit, indices: list[int]) -> int:
-        return losses.loss_start([split.offsets[i] for i in indices])
+    def _spans(self, split: TokenizedSplit, indices: list[int]) -> tuple[int, int]:
+        """(start, prefix) for a batch: its first trained position and the prompt tokens its rows share."""
+        start = losses.loss_start([split.offsets[i] for i in indices])
+        # Sharing is exact without dropout (rows would share one dropout mask) and without gradient
+        # checkpointing (its recomputation would replay the prefix pass against a filled cache).
+        if self.loss_fn is not losses.target_loss or self.config.dropout or self.config.grad_checkpoint:
+            return start, 0
+        return start, losses.shared_prefix([split.tokens[i] for i in indices], start)
 
     # ---- the compiled step ---------------------------------------------------------------------
     def _compile_step(self) -> Any:
@@ -100,10 +106,10 @@ class Trainer:
         loss_and_grad = nn.value_and_grad(model, self.loss_fn)
         compile_state = [model.state, optimizer.state, mx.random.state]
 
-        # ``start`` is a Python int: the compiled graph is specialised (and cached) per value.
+        # ``start`` and ``prefix`` are Python ints: the compiled graph is specialised (and cached) per value.
         @partial(mx.compile, inputs=compile_state, outputs=compile_state)
-        def step(batch: Any, lengths: Any, start: int, prev_grad: Any, do_update: bool) -> Any:
-            (loss, ntoks), grad = loss_and_grad(model, batch, lengths, start)
+        def step(batch: Any, lengths: Any, start: int, prefix: int, prev_grad: Any, do_update: bool) -> Any:
+            (loss, ntoks), grad = loss_and_grad(model, batch, lengths, start, prefix)
             if prev_grad is not None:
                 grad = tree_map(lambda a, b: a + b, grad, prev_grad)
             if do_update:
@@ -124,7 +130,7 @@ class Trainer:
         total, ntoks = mx.array(0.0), mx.array(0)
         for indices in validation_batches(self.valid_set, self.config.batch_size, self.config.val_batches):
             batch, lengths = make_batch(self.valid_set, indices, self.config.max_seq_length)
-            loss, n = self.loss_fn(self.model, batch, lengths, self._start(self.valid_set, indices))
+            loss, n = self.loss_fn(self.model, batch, lengths, *self._spans(self.valid_set, indices))
             total, ntoks = total + loss * n, ntoks + n
             mx.eval(total, ntoks)
         self.model.train()
@@ -132,13 +138,23 @@ class Trainer:
 
     # ---- the loop ------------------------------------------------------------------------------
     def run(self) -> LoopState:
+        if not self.config.grad_checkpoint:
+            return self._run()
+        from mlx_lm.tuner.trainer import grad_checkpoint
+
+        # mlx-lm patches the block *class*; undo it afterwards so later models in this process are unaffected.
+        block = type(self.model.layers[0])
+        original = block.__call__
+        grad_checkpoint(self.model.layers[0])  # recompute each block's activations in the backward pass
+        try:
+            return self._run()
+        finally:
+            block.__call__ = original  # type: ignore[method-assign]
+
+    def _run(self) -> LoopState:
         import mlx.core as mx
 
         cfg, st = self.config, self.state
-        if cfg.grad_checkpoint:
-            from mlx_lm.tuner.trainer import grad_checkpoint
-
-            grad_checkpoint(self.model.layers[0])  # recompute each block's activations in the backward pass
         step_fn = self._compile_step()
         self.model.train()
         if st.step == 0:
@@ -151,8 +167,8 @@ class Trainer:
                 mx.random.seed(cfg.seed * 1_000_003 + st.step)
                 tic = time.perf_counter()
                 do_update = (st.step + 1) % cfg.grad_accumulation == 0 or st.step + 1 == cfg.iters
-                start = self._start(self.train_set, indices)
-                loss, ntoks, self._grad = step_fn(batch, lengths, start, self._grad, do_update)
+                start, prefix = self._spans(self.train_set, indices)
+                loss, ntoks, self._grad = step_fn(batch, lengths, start, prefix, self._grad, do_update)
                 mx.eval(self._compile_state, loss, ntoks, self._grad)
                 st.train_seconds += time.perf_counter() - tic
                 self._account(float(loss.item()), int(ntoks.item()))

@@ -2,11 +2,17 @@
 
 ``lengths[i] = (loss start, length)`` as in mlx-lm: only target positions count.
 
-``target_loss`` gives the same value as mlx-lm's ``default_loss`` but computes
-the output projection and cross-entropy only from ``start`` on, the first
-position any example in the batch trains on. With a masked prompt (an agent's
-system prompt and tool schemas are most of each example) that skips most of
-the vocabulary-sized matmul, the largest single cost for a small model.
+``target_loss`` gives the same value and gradients as mlx-lm's ``default_loss``
+with two savings that matter for agent data, where a long masked prompt (system
+prompt and tool schemas) precedes a short target:
+
+- the output projection and cross-entropy run only from ``start`` on, the first
+  position any example in the batch trains on (most of the vocabulary-sized
+  matmul, the largest single cost for a small model, is skipped);
+- the ``prefix`` tokens every example of the batch shares are run through the
+  model once, not once per example: their keys and values are computed for one
+  row and broadcast to the batch. The gradient flows through the broadcast, so
+  it is the sum over the rows, exactly as if each row had computed its copy.
 """
 
 from __future__ import annotations
@@ -31,20 +37,58 @@ def output_head(model: Any) -> Callable[[Any], Any] | None:
     return getattr(model, "lm_head", None)
 
 
-def default_loss(model: Any, batch: Any, lengths: Any, start: int = 0) -> tuple[Any, Any]:
+def default_loss(model: Any, batch: Any, lengths: Any, start: int = 0, prefix: int = 0) -> tuple[Any, Any]:
     from mlx_lm.tuner import trainer
 
     return trainer.default_loss(model, batch, lengths)
 
 
-def target_loss(model: Any, batch: Any, lengths: Any, start: int = 0) -> tuple[Any, Any]:
+class SharedPrefixCache:
+    """A layer's keys and values for a prefix computed with batch 1, then shared by every row.
+
+    Implements the two members mlx-lm's attention layers use (``offset``,
+    ``update_and_fetch``) and ``make_mask``; concatenation rather than in-place
+    writes keeps it differentiable.
+    """
+
+    def __init__(self) -> None:
+        self.keys: Any = None
+        self.values: Any = None
+        self.offset = 0
+
+    def update_and_fetch(self, keys: Any, values: Any) -> tuple[Any, Any]:
+        import mlx.core as mx
+
+        if self.keys is None:
+            self.keys, self.values, self.offset = keys, values, keys.shape[2]
+            return keys, values
+        rows = keys.shape[0]
+        shared_k = mx.broadcast_to(self.keys, (rows, *self.keys.shape[1:]))
+        shared_v = mx.broadcast_to(self.values, (rows, *self.values.shape[1:]))
+        return mx.concatenate([shared_k, keys], axis=2), mx.concatenate([shared_v, values], axis=2)
+
+    def make_mask(self, n: int, return_array: bool = False, window_size: int | None = None) -> Any:
+        from mlx_lm.models.base import create_causal_mask
+
+        if self.keys is None:
+            return create_causal_mask(n, window_size=window_size) if return_array or window_size else "causal"
+        return create_causal_mask(n, offset=self.offset, window_size=window_size)
+
+
+def target_loss(model: Any, batch: Any, lengths: Any, start: int = 0, prefix: int = 0) -> tuple[Any, Any]:
     import mlx.core as mx
     import mlx.nn as nn
 
     head = output_head(model)
     assert head is not None, "target_loss needs a known decoder layout; use default_loss"
+    assert 0 <= prefix <= start, f"the shared prefix ({prefix}) must end before the first target ({start})"
     inputs, targets = batch[:, :-1], batch[:, 1:]
-    hidden = model.model(inputs)[:, start:]
+    if prefix:
+        caches = [SharedPrefixCache() for _ in model.layers]
+        model.model(inputs[:1, :prefix], cache=caches)
+        hidden = model.model(inputs[:, prefix:], cache=caches)[:, start - prefix:]
+    else:
+        hidden = model.model(inputs)[:, start:]
     targets = targets[:, start:]
     logits = head(hidden)
     steps = mx.arange(start + 1, start + targets.shape[1] + 1)
@@ -62,3 +106,12 @@ def loss_start(offsets: list[int]) -> int:
     """First target index any example uses (target j is token j + 1), aligned down."""
     first = max(min(offsets) - 1, 0)
     return first - first % START_ALIGN
+
+
+def shared_prefix(rows: list[list[int]], start: int) -> int:
+    """Leading tokens all ``rows`` share, capped at ``start`` and aligned down; 0 when sharing gains nothing."""
+    if len(rows) < 2:
+        return 0
+    first, n = rows[0], min(min(len(r) for r in rows), start)
+    common = next((j for j in range(n) if any(r[j] != first[j] for r in rows[1:])), n)
+    return common - common % START_ALIGN
