@@ -317,6 +317,23 @@ def test_shared_prefix_pass_gives_the_same_loss_and_gradients(data_dir, tiny_mod
         np.testing.assert_allclose(np.array(flat1[name]), np.array(flat2[name]), atol=1e-6)
 
 
+def test_batches_mix_examples_of_similar_length():
+    from punie.training.data import LENGTH_BUCKET, TokenizedSplit, batch_plan
+
+    # Two kinds of example with lengths 100..115 (one bucket): strict length order would batch them by kind.
+    lengths = [100 + i % 8 for i in range(16)] + [108 + i % 8 for i in range(16)]
+    split = TokenizedSplit("train", [[1] * n for n in lengths], [50] * 32, 0, 0)
+    plans = [batch_plan(split, 4, seed) for seed in (0, 1)]
+    assert plans[0] == batch_plan(split, 4, 0)  # a pure function of the seed (resume depends on it)
+    assert plans[0] != plans[1]
+    assert sorted(i for b in plans[0] for i in b) == list(range(32))
+    kinds = [{i < 16 for i in b} for b in plans[0]]
+    assert sum(len(k) == 2 for k in kinds) >= 2  # some batches hold both kinds
+    long = TokenizedSplit("train", [[1] * n for n in (10, 260, 20, 270, 30, 280, 40, 290)], [5] * 8, 0, 0)
+    for batch in batch_plan(long, 4, 3):  # never a batch across buckets when each bucket fills batches
+        assert len({len(long.tokens[i]) // LENGTH_BUCKET for i in batch}) == 1
+
+
 def test_shared_prefix_length():
     from punie.training.losses import shared_prefix
 

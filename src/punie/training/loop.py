@@ -51,7 +51,7 @@ class LoopState:
     window_tokens: int = 0
     window_steps: int = 0
     trained_tokens: int = 0  # tokens that carry loss (the target tokens)
-    processed_tokens: int = 0  # every non-padding token run through the model
+    processed_tokens: int = 0  # non-padding tokens run through the model (a shared prefix once per batch)
     train_seconds: float = 0.0
     metrics: list[dict[str, Any]] = field(default_factory=list)
 
@@ -81,7 +81,7 @@ class Trainer:
                  output: Path, callback: TrainingCallback | None = None):
         self.model, self.config, self.train_set, self.valid_set = model, config, train, valid
         self.output, self.callback = output, callback
-        self.plan = batch_plan(train, config.batch_size)
+        self.plan = batch_plan(train, config.batch_size, config.seed)
         self.optimizer = build_optimizer(config, config.iters // config.grad_accumulation)
         self.state = LoopState()
         self._grad: Any = None
@@ -172,7 +172,8 @@ class Trainer:
                 mx.eval(self._compile_state, loss, ntoks, self._grad)
                 st.train_seconds += time.perf_counter() - tic
                 self._account(float(loss.item()), int(ntoks.item()))
-                st.processed_tokens += int(lengths[:, 1].sum().item())
+                # The shared prefix runs once per batch, so it counts once.
+                st.processed_tokens += int(lengths[:, 1].sum().item()) - (len(indices) - 1) * prefix
                 if self._after_step():
                     break
         except KeyboardInterrupt:
