@@ -186,6 +186,25 @@ def test_truncation_is_counted_and_reported(data_dir, tiny_model, tmp_path):
         train(config(data_dir, tiny_model, tmp_path / "run2", max_seq_length=64, check_data=False))
 
 
+def test_examples_whose_whole_target_is_cut_are_skipped(data_dir, tiny_model, tmp_path):
+    from mlx_lm.tokenizer_utils import load as load_tokenizer
+
+    from punie.training.data import tokenize_split
+
+    rows = [tool_record(i) for i in range(24)]
+    normal = max(map(len, tokenize_split("t", rows, load_tokenizer(tiny_model), "tools", mask_prompt=True,
+                                         max_seq_length=4096).tokens))
+    long = [tool_record(i) for i in range(300, 304)]
+    for record in long:
+        record["messages"][0]["content"] += " please" * 200  # the prompt alone outgrows --max-seq-length
+    write_split(data_dir / "train.jsonl", rows + long)
+    # Enough steps to reach every batch: a batch made only of cut examples would have nothing to train on.
+    result = train(config(data_dir, tiny_model, tmp_path / "run", iters=8, max_seq_length=normal + 1,
+                          check_data=False))
+    assert result.steps == 8
+    assert "4 of them lose their whole target and are skipped." in result.warnings
+
+
 def test_config_precedence_cli_over_file_over_defaults(tmp_path):
     file = tmp_path / "c.yaml"
     file.write_text("learning-rate: 0.001\nrank: 4\niters: 7\n")
@@ -342,6 +361,7 @@ def test_shared_prefix_length():
     assert shared_prefix(rows[:2], start=99) == 96  # capped at the first target, aligned down
     assert shared_prefix(rows[:2], start=20) == 0
     assert shared_prefix(rows[:1], start=99) == 0  # one row: nothing to share
+    assert shared_prefix([list(range(50)), list(range(100))], start=99) == 32  # capped at the shortest row
 
 
 def test_chat_data_needs_a_chat_template(data_dir, tiny_model, tmp_path):

@@ -66,6 +66,8 @@ def train(config: TrainConfig, callback: TrainingCallback | None = None, *, resu
         if n:
             warnings.append(f"{n} of {len(splits[name])} {name} examples are longer than --max-seq-length "
                             f"{config.max_seq_length} tokens and will be truncated to it.")
+        if splits[name].targets_lost and name in ("train", "valid"):
+            warnings.append(f"{splits[name].targets_lost} of them lose their whole target and are skipped.")
 
     mx.random.seed(config.seed)
     num_layers = _attach_adapters(model, config)

@@ -32,9 +32,16 @@ class TokenizedSplit:
     offsets: list[int]
     truncated: int  # examples longer than max_seq_length (cut to it, and reported)
     targets_lost: int  # truncated so far that no token of the target is left to train on
+    max_seq_length: int | None = None
 
     def __len__(self) -> int:
         return len(self.tokens)
+
+    def usable(self) -> list[int]:
+        """Indices of the examples with some target left after truncation (the others are skipped)."""
+        if self.max_seq_length is None:
+            return list(range(len(self)))
+        return [i for i, offset in enumerate(self.offsets) if offset < self.max_seq_length - 1]
 
     @property
     def n_tokens(self) -> int:
@@ -133,7 +140,7 @@ def tokenize_split(name: str, rows: list[dict[str, Any]], tokenizer: Any, fmt: s
         offsets.append(int(offset))
     truncated = sum(len(t) > max_seq_length for t in tokens)
     lost = sum(offset >= max_seq_length - 1 for offset in offsets)
-    return TokenizedSplit(name, tokens, offsets, truncated, lost)
+    return TokenizedSplit(name, tokens, offsets, truncated, lost, max_seq_length)
 
 
 LENGTH_BUCKET = 64  # examples within one bucket of lengths are batched in random order
@@ -147,11 +154,12 @@ def batch_plan(split: TokenizedSplit, batch_size: int, seed: int = 0) -> list[li
     each step pulls the model one way. Shuffling within 64-token buckets keeps
     batches mixed for a few percent more padding.
     """
-    if len(split) < batch_size:
-        raise DataError(f"{split.name}.jsonl has {len(split)} examples, fewer than --batch-size {batch_size}; "
-                        "add data or lower --batch-size.")
+    usable = split.usable()
+    if len(usable) < batch_size:
+        raise DataError(f"{split.name}.jsonl has {len(usable)} examples to train on, fewer than --batch-size "
+                        f"{batch_size}; add data or lower --batch-size.")
     tie_break = np.random.default_rng([seed, len(split)]).permutation(len(split))
-    order = sorted(range(len(split)), key=lambda i: (len(split.tokens[i]) // LENGTH_BUCKET, tie_break[i]))
+    order = sorted(usable, key=lambda i: (len(split.tokens[i]) // LENGTH_BUCKET, tie_break[i]))
     return [order[i:i + batch_size] for i in range(0, len(order) - batch_size + 1, batch_size)]
 
 
@@ -178,5 +186,5 @@ def make_batch(split: TokenizedSplit, indices: list[int], max_seq_length: int) -
 
 def validation_batches(split: TokenizedSplit, batch_size: int, limit: int) -> Iterator[list[int]]:
     """A fixed set of validation batches (the same every evaluation)."""
-    plan = batch_plan(split, min(batch_size, len(split)))
+    plan = batch_plan(split, min(batch_size, len(split.usable())))
     yield from plan if limit == -1 else plan[:limit]

@@ -86,13 +86,16 @@ class Trainer:
         self.state = LoopState()
         self._grad: Any = None
         self.loss_fn = losses.loss_for(model)
+        # Sharing a batch's prompt prefix is exact without dropout (rows would share one dropout mask),
+        # without gradient checkpointing (its recomputation would replay the prefix pass against a filled
+        # cache) and with position encodings that do not depend on the total length.
+        self._share_prefix = (self.loss_fn is losses.target_loss and not config.dropout
+                              and not config.grad_checkpoint and losses.prefix_sharing_exact(model))
 
     def _spans(self, split: TokenizedSplit, indices: list[int]) -> tuple[int, int]:
         """(start, prefix) for a batch: its first trained position and the prompt tokens its rows share."""
         start = losses.loss_start([split.offsets[i] for i in indices])
-        # Sharing is exact without dropout (rows would share one dropout mask) and without gradient
-        # checkpointing (its recomputation would replay the prefix pass against a filled cache).
-        if self.loss_fn is not losses.target_loss or self.config.dropout or self.config.grad_checkpoint:
+        if not self._share_prefix:
             return start, 0
         return start, losses.shared_prefix([split.tokens[i] for i in indices], start)
 
@@ -144,12 +147,15 @@ class Trainer:
 
         # mlx-lm patches the block *class*; undo it afterwards so later models in this process are unaffected.
         block = type(self.model.layers[0])
-        original = block.__call__
+        own = block.__dict__.get("__call__")  # None when the class inherits it
         grad_checkpoint(self.model.layers[0])  # recompute each block's activations in the backward pass
         try:
             return self._run()
         finally:
-            block.__call__ = original  # type: ignore[method-assign]
+            if own is None:
+                del block.__call__
+            else:
+                block.__call__ = own  # type: ignore[method-assign]
 
     def _run(self) -> LoopState:
         import mlx.core as mx

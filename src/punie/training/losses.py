@@ -108,6 +108,11 @@ def loss_start(offsets: list[int]) -> int:
     return first - first % START_ALIGN
 
 
+def prefix_sharing_exact(model: Any) -> bool:
+    """False for position encodings that depend on the total length (dynamic NTK RoPE)."""
+    return not any(type(m).__name__ == "DynamicNTKScalingRoPE" for _, m in model.named_modules())
+
+
 def shared_prefix(rows: list[list[int]], start: int) -> int:
     """Leading tokens all ``rows`` share, capped at ``start`` and aligned down; 0 when sharing gains nothing."""
     if len(rows) < 2:
