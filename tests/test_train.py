@@ -284,34 +284,8 @@ def test_adapter_works_with_unmodified_mlx_lm_tools(data_dir, tiny_model, tmp_pa
     assert reply["choices"][0]["message"]["role"] == "assistant"
 
 
-def test_target_loss_matches_mlx_lm_loss_and_gradients(data_dir, tiny_model):
-    import mlx.nn as nn
-    from mlx.utils import tree_flatten
-    from mlx_lm.tokenizer_utils import load as load_tokenizer
-    from mlx_lm.tuner.trainer import default_loss
-
-    from punie.models.loading import load
-    from punie.training import losses
-    from punie.training.data import make_batch, tokenize_split
-
-    model, _ = load(str(tiny_model))
-    split = tokenize_split("t", [tool_record(i) for i in range(4)], load_tokenizer(tiny_model), "tools",
-                           mask_prompt=True, max_seq_length=2048)
-    batch, lengths = make_batch(split, [0, 1, 2, 3], 2048)
-    start = losses.loss_start(split.offsets)
-    assert start > 0 and losses.loss_for(model) is losses.target_loss
-    (ours, n1), g1 = nn.value_and_grad(model, losses.target_loss)(model, batch, lengths, start)
-    (theirs, n2), g2 = nn.value_and_grad(model, default_loss)(model, batch, lengths)
-    assert int(n1.item()) == int(n2.item()) > 0
-    np.testing.assert_allclose(ours.item(), theirs.item(), rtol=1e-5)
-    flat1, flat2 = dict(tree_flatten(g1)), dict(tree_flatten(g2))
-    for name in ("model.layers.1.mlp.down_proj.weight", "model.embed_tokens.weight"):
-        np.testing.assert_allclose(np.array(flat1[name]), np.array(flat2[name]), atol=1e-6)
-
-
-def test_shared_prefix_pass_gives_the_same_loss_and_gradients(data_dir, tiny_model):
-    import mlx.nn as nn
-    from mlx.utils import tree_flatten
+def _four_tool_examples(tiny_model):
+    """The tiny model, and a batch of four tool examples with their (start, shared prefix)."""
     from mlx_lm.tokenizer_utils import load as load_tokenizer
 
     from punie.models.loading import load
@@ -323,17 +297,45 @@ def test_shared_prefix_pass_gives_the_same_loss_and_gradients(data_dir, tiny_mod
                            mask_prompt=True, max_seq_length=2048)
     batch, lengths = make_batch(split, [0, 1, 2, 3], 2048)
     start = losses.loss_start(split.offsets)
-    prefix = losses.shared_prefix(split.tokens, start)
-    assert 0 < prefix <= start and prefix % losses.START_ALIGN == 0
-    (shared, n1), g1 = nn.value_and_grad(model, losses.target_loss)(model, batch, lengths, start, prefix)
-    (plain, n2), g2 = nn.value_and_grad(model, losses.target_loss)(model, batch, lengths, start, 0)
+    return model, batch, lengths, start, losses.shared_prefix(split.tokens, start)
+
+
+def _assert_same_loss_and_gradients(model, ours, theirs, names):
+    """``ours`` and ``theirs`` are ``loss_fn(model) -> (loss, ntoks)``; compare values and named gradients."""
+    import mlx.nn as nn
+    from mlx.utils import tree_flatten
+
+    (loss1, n1), g1 = nn.value_and_grad(model, ours)(model)
+    (loss2, n2), g2 = nn.value_and_grad(model, theirs)(model)
     assert int(n1.item()) == int(n2.item()) > 0
-    np.testing.assert_allclose(shared.item(), plain.item(), rtol=1e-5)
+    np.testing.assert_allclose(loss1.item(), loss2.item(), rtol=1e-5)
     flat1, flat2 = dict(tree_flatten(g1)), dict(tree_flatten(g2))
-    for name in ("model.layers.0.self_attn.k_proj.weight", "model.layers.1.mlp.down_proj.weight",
-                 "model.embed_tokens.weight"):
+    for name in names:
         assert np.abs(np.array(flat2[name])).max() > 0
         np.testing.assert_allclose(np.array(flat1[name]), np.array(flat2[name]), atol=1e-6)
+
+
+def test_target_loss_matches_mlx_lm_loss_and_gradients(tiny_model):
+    from mlx_lm.tuner.trainer import default_loss
+
+    from punie.training import losses
+
+    model, batch, lengths, start, _ = _four_tool_examples(tiny_model)
+    assert start > 0 and losses.loss_for(model) is losses.target_loss
+    _assert_same_loss_and_gradients(model, lambda m: losses.target_loss(m, batch, lengths, start),
+                                    lambda m: default_loss(m, batch, lengths),
+                                    ("model.layers.1.mlp.down_proj.weight", "model.embed_tokens.weight"))
+
+
+def test_shared_prefix_pass_gives_the_same_loss_and_gradients(tiny_model):
+    from punie.training import losses
+
+    model, batch, lengths, start, prefix = _four_tool_examples(tiny_model)
+    assert 0 < prefix <= start and prefix % losses.START_ALIGN == 0
+    _assert_same_loss_and_gradients(model, lambda m: losses.target_loss(m, batch, lengths, start, prefix),
+                                    lambda m: losses.target_loss(m, batch, lengths, start, 0),
+                                    ("model.layers.0.self_attn.k_proj.weight", "model.layers.1.mlp.down_proj.weight",
+                                     "model.embed_tokens.weight"))
 
 
 def test_batches_mix_examples_of_similar_length():
