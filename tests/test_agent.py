@@ -10,7 +10,8 @@ import httpx
 import pytest
 
 from punie.errors import ConfigError, ServeError
-from punie.traces.agent import DEFAULT_SYSTEM, EndpointEngine, TemplateEngine, chat_completions_url, run_agent
+from punie.serve.client import EndpointHTTPError, OpenAIClient
+from punie.traces.agent import DEFAULT_SYSTEM, ChatCompletionsEngine, TemplateEngine, run_agent
 from punie.traces.export import trace_problems
 from punie.traces.store import TraceStore
 from punie.traces.tools import make_tools
@@ -128,7 +129,8 @@ def test_endpoint_engine_speaks_openai_and_parses_tool_calls(workspace):
             message = {"role": "assistant", "content": "It says buy milk."}
         return httpx.Response(200, json={"choices": [{"message": message, "finish_reason": "stop"}]})
 
-    engine = EndpointEngine("http://fake:1/v1", model="m", client=httpx.Client(transport=httpx.MockTransport(handler)))
+    engine = ChatCompletionsEngine(OpenAIClient("http://fake:1/v1", model="m",
+                                                transport=httpx.MockTransport(handler)))
     result = run_agent("What is in notes.txt?", engine=engine, tools=make_tools(workspace))
     assert result.answer == "It says buy milk." and result.outcome == "success"
     second = seen[1]
@@ -144,16 +146,27 @@ def test_endpoint_errors_name_the_fix(workspace):
     def handler(request):
         return httpx.Response(500, text="boom")
 
-    engine = EndpointEngine("http://fake:1", client=httpx.Client(transport=httpx.MockTransport(handler)))
-    with pytest.raises(ServeError, match="punie serve"):
+    engine = ChatCompletionsEngine(OpenAIClient("http://fake:1", transport=httpx.MockTransport(handler)))
+    with pytest.raises(EndpointHTTPError) as info:
         run_agent("Hi", engine=engine, tools=make_tools(workspace))
+    assert info.value.status == 500 and info.value.body == "boom"
 
 
-@pytest.mark.parametrize("base,url", [("http://h:1", "http://h:1/v1/chat/completions"),
-                                      ("http://h:1/v1/", "http://h:1/v1/chat/completions"),
-                                      ("http://h:1/v1/chat/completions", "http://h:1/v1/chat/completions")])
-def test_chat_completions_url(base, url):
-    assert chat_completions_url(base) == url
+def test_endpoint_mode_ignores_proxy_variables(workspace, monkeypatch):
+    """The agent asks a local server directly, whatever HTTP_PROXY says (regression: it went through the proxy)."""
+    from test_serve_client import _Server, point_proxy_variables_at_nothing
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Server)
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    point_proxy_variables_at_nothing(monkeypatch)
+    engine = ChatCompletionsEngine.at(f"http://127.0.0.1:{server.server_address[1]}/v1", timeout_s=10)
+    try:
+        result = run_agent("Hi", engine=engine, tools=make_tools(workspace))
+    finally:
+        engine.close()
+        server.shutdown()
+        server.server_close()
+    assert result.outcome == "success" and result.answer == "hello"
 
 
 def test_local_engine_with_the_tiny_model(tiny_model, workspace):

@@ -11,6 +11,7 @@ import pytest
 
 from punie.traces.proxy import RecordingProxy, assemble_stream
 from punie.traces.store import TraceStore
+from test_serve_client import point_proxy_variables_at_nothing
 
 TOOLS = [{"type": "function", "function": {"name": "read_file", "description": "Read a text file.",
                                            "parameters": {"type": "object", "properties": {"path": {"type": "string"}},
@@ -160,3 +161,14 @@ def test_upstream_with_v1_suffix(upstream, tmp_path):
 def test_assemble_stream_ignores_noise():
     data = b'data: {"choices": [{"delta": {"content": "a"}}]}\n\n: comment\n\ndata: nonsense\n\ndata: [DONE]\n\n'
     assert assemble_stream(data) == {"role": "assistant", "content": "a"}
+
+
+def test_proxy_variables_are_ignored_upstream(upstream, tmp_path, monkeypatch):
+    """HTTP_PROXY pointing nowhere must not reroute the proxy's own upstream requests (regression)."""
+    point_proxy_variables_at_nothing(monkeypatch)
+    with TraceStore(tmp_path / "t.sqlite") as store, \
+            RecordingProxy(upstream, store, log=open("/dev/null", "w")) as server:  # noqa: SIM115
+        reply = httpx.post(f"{server.url}/v1/chat/completions", json={"model": "m", "messages": [
+            {"role": "user", "content": "hi"}]}, timeout=10, trust_env=False)
+        assert reply.status_code == 200, reply.text
+        assert len(list(store.iter_traces())) == 1

@@ -30,14 +30,14 @@ def run(
     record: Annotated[bool, typer.Option(help="Store the run in the trace store.")] = True,
 ) -> None:
     """Let the model work on TASK with real tools confined to --workspace."""
-    from punie.traces.agent import EndpointEngine, local_engine, run_agent
+    from punie.traces.agent import ChatCompletionsEngine, local_engine, run_agent
     from punie.traces.store import TraceStore
     from punie.traces.tools import Workspace, make_tools
 
     tools = make_tools(Workspace(workspace, timeout_s=timeout))
     if endpoint:
-        engine: Any = EndpointEngine(endpoint, model=model, adapter=str(adapter) if adapter else None,
-                                     max_tokens=max_tokens)
+        engine: Any = ChatCompletionsEngine.at(endpoint, model=model, adapter=str(adapter) if adapter else None,
+                                               max_tokens=max_tokens)
     else:
         with err.status("Loading the model ..."):
             engine = local_engine(model, adapter, max_tokens=max_tokens)
@@ -48,6 +48,8 @@ def run(
     finally:
         if store is not None:
             store.close()
+        if endpoint:
+            engine.close()
     saved = f"; stored as trace {result.trace.id} ('punie traces show {result.trace.id}')" if record else ""
     out.print(f"[bold]{result.outcome}[/] after {result.steps} steps{saved}")
 

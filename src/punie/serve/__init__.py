@@ -3,11 +3,21 @@
 Modules: ``state`` (one JSON file per server, claimed exclusively), ``procinfo``
 (pid + start time identity, signals), ``launch`` (spawn and readiness),
 ``manager`` (start/stop/status), ``process`` (the context manager), ``client``
-(HTTP calls), ``child`` (the guard the server runs in).
+(punie's one OpenAI-compatible HTTP client, also used by eval and the agent),
+``child`` (the guard the server runs in).
 """
 
 from punie.errors import ServeError
-from punie.serve.client import chat_completion, health
+from punie.serve.client import (
+    EndpointError,
+    EndpointHTTPError,
+    EndpointReplyError,
+    EndpointTimeout,
+    EndpointUnreachable,
+    OpenAIClient,
+    chat_completion,
+    health,
+)
 from punie.serve.manager import (
     ServeOptions,
     ServerStatus,
@@ -22,6 +32,12 @@ from punie.serve.process import ServerProcess
 from punie.serve.state import ServerRecord
 
 __all__ = [
+    "EndpointError",
+    "EndpointHTTPError",
+    "EndpointReplyError",
+    "EndpointTimeout",
+    "EndpointUnreachable",
+    "OpenAIClient",
     "ServeError",
     "ServeOptions",
     "ServerProcess",

@@ -108,17 +108,22 @@ class ServerProcess:
     def chat(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None, *,
              max_tokens: int = 256, temperature: float = 0.0, timeout: float = 300.0,
              **extra: Any) -> dict[str, Any]:
-        """One OpenAI chat completion; returns the response JSON. ServeError if the server is gone."""
+        """One OpenAI chat completion; returns the response JSON.
+
+        Raises the typed errors of :mod:`punie.serve.client`; when the server
+        process has died, an EndpointUnreachable that says how and shows its log.
+        """
         record = self.record
         if self._started is None:
             raise ServeError(f"server '{record.name}' was stopped; chat() only works inside its 'with' block.")
         try:
             return client.chat_completion(record.url, messages, tools, max_tokens=max_tokens,
                                           temperature=temperature, timeout=timeout, **extra)
-        except ServeError as exc:
+        except client.EndpointError as exc:
             code = self._started.process.poll()
             if code is None:
                 raise
             how = f"was killed by signal {-code}" if code < 0 else f"exited with status {code}"
-            raise ServeError(f"server '{record.name}' (pid {record.pid}) {how} and no longer answers at "
-                             f"{record.url}. Last lines of its log {record.log}:\n{launch.tail(record.log)}") from exc
+            raise client.EndpointUnreachable(
+                f"server '{record.name}' (pid {record.pid}) {how} and no longer answers at {record.url}. "
+                f"Last lines of its log {record.log}:\n{launch.tail(record.log)}", url=record.url) from exc

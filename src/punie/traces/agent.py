@@ -7,8 +7,8 @@ shared parser, runs them with the real tools and feeds each result back as a
 after ``max_steps`` assistant turns. Every run is stored as a trace.
 
 An engine is anything with ``complete(messages, tools) -> Completion``: the
-in-process model (:func:`local_engine`), an OpenAI-compatible endpoint
-(:class:`EndpointEngine`), or a scripted policy (the demo data generator, tests).
+in-process model (:func:`local_engine`), an OpenAI-compatible server
+(:class:`ChatCompletionsEngine`), or a scripted policy (the demo data generator, tests).
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ from typing import Any, Protocol
 
 from punie.chat.template import render
 from punie.chat.toolcalls import ParsedResponse, parse_message, parse_text
-from punie.errors import ConfigError, ServeError
+from punie.errors import ConfigError
+from punie.serve.client import OpenAIClient
 from punie.traces.messages import text_of, to_openai_messages
 from punie.traces.store import SUCCESS, ToolCallRecord, Trace, TraceStore, TurnRecord
 from punie.traces.tools import Tool, call_tool, tool_schemas
@@ -81,52 +82,36 @@ def local_engine(model: str | None = None, adapter: Path | str | None = None, *,
     return TemplateEngine(tok, generate, model_id=resolve_model(model), adapter=str(adapter) if adapter else None)
 
 
-@dataclass
-class EndpointEngine:
-    """An OpenAI-compatible ``/v1/chat/completions`` endpoint (``punie serve``, mlx_lm.server, others)."""
+class ChatCompletionsEngine:
+    """The agent's engine on an OpenAI-compatible server (``punie serve``, mlx_lm.server, others).
 
-    url: str
-    model: str | None = None
-    adapter: str | None = None
-    max_tokens: int = 256
-    timeout_s: float = 300.0
-    client: Any = None
+    Each turn is one chat completion through :class:`punie.serve.client.OpenAIClient`
+    (its typed errors propagate); tool calls come back as API ``tool_calls``.
+    """
+
+    def __init__(self, client: OpenAIClient, *, adapter: str | None = None, max_tokens: int = 256):
+        self.client = client
+        self.adapter = adapter
+        self.max_tokens = max_tokens
+
+    @classmethod
+    def at(cls, url: str, *, model: str | None = None, adapter: str | None = None, max_tokens: int = 256,
+           timeout_s: float = 300.0) -> ChatCompletionsEngine:
+        """The engine for the server at ``url`` (its root, ``/v1`` or full chat-completions URL)."""
+        return cls(OpenAIClient(url, model=model, timeout_s=timeout_s), adapter=adapter, max_tokens=max_tokens)
 
     @property
     def model_id(self) -> str | None:
-        return self.model or self.url
+        return self.client.model or self.client.base_url
 
     def complete(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> Completion:
-        import httpx
-
-        body: dict[str, Any] = {"messages": to_openai_messages(messages), "max_tokens": self.max_tokens,
-                                "temperature": 0}
-        if tools:
-            body["tools"] = tools
-        if self.model:
-            body["model"] = self.model
-        url = chat_completions_url(self.url)
-        client = self.client or httpx.Client(timeout=self.timeout_s)
-        try:
-            response = client.post(url, json=body)
-            response.raise_for_status()
-            message = response.json()["choices"][0]["message"]
-        except httpx.HTTPError as exc:
-            raise ServeError(f"the endpoint {url} failed: {exc}. Is the server running ('punie serve')?") from exc
-        except (KeyError, IndexError, TypeError, ValueError) as exc:
-            raise ServeError(f"the endpoint {url} returned a reply that is not a chat completion: {exc}") from exc
-        finally:
-            if self.client is None:
-                client.close()
+        message = self.client.chat_message(to_openai_messages(messages), tools, max_tokens=self.max_tokens,
+                                           temperature=0.0)
         return Completion(parse_message(message), json.dumps(message, ensure_ascii=False),
                           text_of(message.get("content")))
 
-
-def chat_completions_url(base: str) -> str:
-    base = base.rstrip("/")
-    if base.endswith("/chat/completions"):
-        return base
-    return base + ("/chat/completions" if base.endswith("/v1") else "/v1/chat/completions")
+    def close(self) -> None:
+        self.client.close()
 
 
 @dataclass

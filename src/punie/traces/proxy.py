@@ -8,7 +8,9 @@ earlier by this proxy extends that trace instead of starting a new one.
 
 Streaming requests are passed through chunk by chunk and recorded from the
 reassembled deltas. Other paths (``/v1/models`` ...) are forwarded, not recorded.
-The proxy binds to 127.0.0.1 only.
+The proxy binds to 127.0.0.1 only, and talks upstream through punie's one
+OpenAI client (:mod:`punie.serve.client`: its URL rule, no proxy from the
+environment, typed errors).
 """
 
 from __future__ import annotations
@@ -21,8 +23,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-import httpx
-
+from punie.serve.client import EndpointError, OpenAIClient, api_url
 from punie.traces.messages import normalize_message, normalize_messages
 from punie.traces.store import SUCCESS, ToolCallRecord, Trace, TraceStore, TurnRecord
 
@@ -35,10 +36,10 @@ class RecordingProxy:
 
     def __init__(self, upstream: str, store: TraceStore, *, port: int = 0, category: str | None = None,
                  timeout_s: float = 600.0, log: Any = None) -> None:
-        self.upstream = upstream.rstrip("/")
+        self.client = OpenAIClient(upstream, timeout_s=timeout_s)
+        self.upstream = self.client.base_url
         self.store = store
         self.category = category
-        self.client = httpx.Client(timeout=timeout_s)
         self.log = log if log is not None else sys.stderr
         self._conversations: dict[str, int] = {}  # hash of a recorded conversation -> trace id
         self._lock = threading.Lock()
@@ -72,9 +73,7 @@ class RecordingProxy:
         self.client.close()
 
     def target(self, path: str) -> str:
-        if self.upstream.endswith("/v1") and (path == "/v1" or path.startswith("/v1/")):
-            path = path[3:]
-        return self.upstream + path
+        return api_url(self.upstream, path)
 
     def record(self, request: dict[str, Any], reply: dict[str, Any], duration_s: float) -> int:
         """Store one exchange, extending the trace of the conversation it continues; returns the trace id."""
@@ -152,6 +151,8 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
         print(f"proxy: {format % args}", file=self.proxy.log)
 
+    _headers_sent = False
+
     def _forward(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
@@ -162,9 +163,12 @@ class _Handler(BaseHTTPRequestHandler):
                 self._stream(url, headers, body, request)
                 return
             start = time.perf_counter()
-            response = self.proxy.client.request(self.command, url, headers=headers, content=body)
+            response = self.proxy.client.send(self.command, url, headers=headers, content=body)
             duration = time.perf_counter() - start
-        except httpx.HTTPError as exc:
+        except EndpointError as exc:
+            if self._headers_sent:  # a stream broke midway: the client sees it cut short; say why here
+                self.log_message("upstream stream failed: %s", exc)
+                return
             self._reply(502, {"content-type": "application/json"},
                         json.dumps({"error": {"message": f"upstream {url} failed: {exc}"}}).encode())
             return
@@ -205,6 +209,8 @@ class _Handler(BaseHTTPRequestHandler):
                     self.send_header(key, value)
             self.send_header("Connection", "close")
             self.end_headers()
+            self._headers_sent = True
+            self.close_connection = True
             for chunk in response.iter_raw():
                 chunks.append(chunk)
                 self.wfile.write(chunk)
