@@ -175,7 +175,7 @@ def main() -> None:
 
     tic = time.perf_counter()
     results = run_eval(suite, model=base, adapters=[adapter], max_tokens=args.max_tokens, out_dir=work / "out",
-                       batch_size=args.batch_size, report=False)
+                       batch_size=args.batch_size)
     punie_s = time.perf_counter() - tic
 
     agree = [sum(a == b for a, b in zip(naive, _punie_answers(run), strict=True))

@@ -18,7 +18,9 @@ import pytest
 
 from punie.errors import ConfigError
 from punie.eval import run_eval
+from punie.report.eval_report import write_report
 from test_eval_engine import make_adapter, write_suite
+from test_serve_client import point_proxy_variables_at_nothing
 
 READ_FILE = {"type": "function", "function": {"name": "read_file", "parameters": {
     "type": "object", "properties": {"path": {"type": "string"}}, "required": ["path"]}}}
@@ -115,7 +117,8 @@ def test_endpoint_engine_reads_openai_tool_calls(fake_endpoint, tmp_path):
     ]
     suite = tmp_path / "suite.jsonl"
     suite.write_text("".join(json.dumps(x) + "\n" for x in lines))
-    results = run_eval(suite, endpoint=fake_endpoint + "/v1", max_tokens=32, out_dir=tmp_path / "out")
+    results = run_eval(suite, endpoint=fake_endpoint + "/v1", max_tokens=32, out_dir=tmp_path / "out",
+                       on_written=write_report)
     assert results.engine == "endpoint" and [r.name for r in results.runs] == ["endpoint"]
     by_id = {c.id: c for c in results.runs[0].cases}
     assert by_id["t1"].passed and by_id["t1"].tool_calls == [{"name": "read_file", "arguments": {"path": "setup.cfg"}}]
@@ -127,7 +130,23 @@ def test_endpoint_engine_reads_openai_tool_calls(fake_endpoint, tmp_path):
     assert first["body"]["temperature"] == 0 and first["body"]["max_tokens"] == 32
     assert first["body"]["tools"] == [READ_FILE]
     assert "tools" not in _FakeOpenAI.requests[1]["body"]
-    assert (tmp_path / "out" / "report.html").is_file()
+    # one request at a time: each case's latency is its own, and the report says so
+    data = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert data["timing"] == "per_case" and data["batch_size"] is None
+    latencies = [case["latency_s"] for case in data["runs"][0]["cases"]]
+    assert all(t is not None and t > 0 for t in latencies)
+    assert data["runs"][0]["summary"]["mean_latency_s"] == pytest.approx(sum(latencies) / 3)
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert "per case" in html and "tokens/s" not in html
+
+
+def test_endpoint_engine_ignores_proxy_variables(fake_endpoint, tmp_path, monkeypatch):
+    """A local endpoint is asked directly, whatever HTTP_PROXY says (regression: it went through the proxy)."""
+    point_proxy_variables_at_nothing(monkeypatch)
+    results = run_eval(write_suite(tmp_path / "suite.jsonl", n=2), endpoint=fake_endpoint, max_tokens=8,
+                       out_dir=tmp_path / "out")
+    assert [c.error for c in results.runs[0].cases] == [None, None]
+    assert len(_FakeOpenAI.requests) == 2
 
 
 def test_endpoint_refuses_adapters(fake_endpoint, strong_adapter, tmp_path):
@@ -145,9 +164,9 @@ def test_endpoint_refuses_adapters(fake_endpoint, strong_adapter, tmp_path):
 def test_server_engine_matches_inprocess(tiny_model, strong_adapter, tmp_path):
     suite = write_suite(tmp_path / "suite.jsonl", n=3)
     served = run_eval(suite, model=str(tiny_model), adapters=[strong_adapter], engine="server", max_tokens=6,
-                      out_dir=tmp_path / "server", report=False)
+                      out_dir=tmp_path / "server")
     local = run_eval(suite, model=str(tiny_model), adapters=[strong_adapter], engine="inprocess", max_tokens=6,
-                     out_dir=tmp_path / "inprocess", report=False)
+                     out_dir=tmp_path / "inprocess")
     assert [r.name for r in served.runs] == ["baseline", "strong"]
     for s_run, l_run in zip(served.runs, local.runs, strict=True):
         assert [c.output for c in s_run.cases] == [c.output for c in l_run.cases]
@@ -184,21 +203,21 @@ def test_cli_ctrl_c_keeps_finished_cases(tiny_model, strong_adapter, tmp_path, p
 
 
 def test_server_failure_mid_run_keeps_finished_cases(fake_endpoint, tmp_path, monkeypatch):
-    from punie.errors import ServeError
-    from punie.eval.http import EndpointEngine
+    from punie.serve.client import EndpointUnreachable, OpenAIClient
 
-    real_ask = EndpointEngine._ask
+    real_chat = OpenAIClient.chat
     asked = []
 
-    def dying(self, case):
-        asked.append(case.id)
+    def dying(self, messages, tools=None, **options):
+        asked.append(messages)
         if len(asked) == 3:
-            raise ServeError("cannot reach the server (it died)")
-        return real_ask(self, case)
+            raise EndpointUnreachable("cannot reach the server (it died)", url=self.url)
+        return real_chat(self, messages, tools, **options)
 
-    monkeypatch.setattr(EndpointEngine, "_ask", dying)
-    with pytest.raises(ServeError, match="it died"):
-        run_eval(write_suite(tmp_path / "suite.jsonl", n=5), endpoint=fake_endpoint, out_dir=tmp_path / "out")
+    monkeypatch.setattr(OpenAIClient, "chat", dying)
+    with pytest.raises(EndpointUnreachable, match="it died"):
+        run_eval(write_suite(tmp_path / "suite.jsonl", n=5), endpoint=fake_endpoint, out_dir=tmp_path / "out",
+                 on_written=write_report)
     data = json.loads((tmp_path / "out" / "results.json").read_text())
     assert data["interrupted"] and "it died" in data["error"]
     assert [c["id"] for c in data["runs"][0]["cases"]] == ["c0", "c1"]

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from punie import fileio
 from punie.eval.results import CaseResult, EvalResults, RunResult
 from punie.eval.suite import EvalCase
 from punie.report.eval_report import loss_svg, read_metrics, write_report
@@ -90,6 +91,44 @@ def test_report_shows_cards_categories_cases_and_curves(eval_dir):
     assert "no tool call; expected [&#39;read_file&#39;]" in html  # why a case failed
     assert "{&#34;name&#34;: &#34;read_file&#34;" in html  # the parsed tool calls
     assert '<polyline class="train_loss"' in html and '<polyline class="val_loss"' in html
+
+
+def _timed_results(tmp_path: Path, *, timing: str | None, latency: float | None, tokens: int | None) -> Path:
+    """An eval folder with one run of four cases that took 22 s in all, written as ``timing`` says."""
+    cases = [_case(i, "files") for i in range(4)]
+    run = RunResult("baseline", None, [_result(c, True, "x") for c in cases], complete=True, elapsed_s=22.0)
+    for case in run.cases:
+        case.latency_s, case.generated_tokens = latency, tokens
+    results = EvalResults(suite_path=str(tmp_path / "suite.jsonl"), suite_sha256="0" * 64, model="default",
+                          engine="inprocess" if timing != "per_case" else "server", max_tokens=64, cases=cases,
+                          runs=[run], timing=timing or "batched", batch_size=16 if timing == "batched" else None)
+    data = results.to_dict()
+    if timing is None:
+        del data["timing"], data["batch_size"]  # a results.json written before the field existed
+    out = tmp_path / "out"
+    fileio.write_json(out / "results.json", data)
+    write_report(out)
+    return out / "report.html"
+
+
+def test_batched_report_shows_run_time_and_throughput_not_case_latency(tmp_path):
+    html = _timed_results(tmp_path, timing="batched", latency=None, tokens=11).read_text()
+    assert "run 22.0 s for 4 cases, batched 16 at a time, 2.0 generated tokens/s" in html
+    assert "11 tokens" in html
+    assert not re.search(r"\d s per case|\d\.\d\d s<", html)
+
+
+def test_old_inprocess_results_do_not_show_batch_time_as_case_latency(tmp_path):
+    """The demo report said 22 s per case: the in-process engine stored its batch's wall time for each case."""
+    html = _timed_results(tmp_path, timing=None, latency=22.0, tokens=None).read_text()
+    assert "22.00 s" not in html and "per case" not in html
+    assert "run 22.0 s for 4 cases" in html
+
+
+def test_per_case_report_shows_each_latency(tmp_path):
+    html = _timed_results(tmp_path, timing="per_case", latency=0.25, tokens=None).read_text()
+    assert "0.25 s per case (mean), run 22.0 s for 4 cases" in html
+    assert html.count(">0.25 s</span>") == 4 and "tokens/s" not in html
 
 
 def test_read_metrics_and_svg_geometry(tmp_path):

@@ -43,6 +43,7 @@ def run_demo(out: Path | None = None, *, seed: int = 42, iters: int | None = Non
 
     from punie.eval import run_eval
     from punie.models import registry
+    from punie.report.eval_report import write_report
     from punie.traces import demo_data
     from punie.training import TrainConfig, train
 
@@ -63,7 +64,7 @@ def run_demo(out: Path | None = None, *, seed: int = 42, iters: int | None = Non
     stage("evaluate", f"Evaluating baseline and adapter on {data.suite_cases} held-out cases")
     suite = data.files["suite"] if eval_cases is None else _subset(data.files["suite"], eval_cases)
     results = run_eval(suite, model=model, adapters=[trained.output], out_dir=out / "eval",
-                       max_tokens=DEMO_MAX_TOKENS, progress=eval_progress)
+                       max_tokens=DEMO_MAX_TOKENS, progress=eval_progress, on_written=write_report)
     headline = _headline(results.to_dict(), trained) | {"report": str(out / "eval" / "report.html")}
     fileio.write_json(out / "demo.json", headline)
     return DemoResult(out=out, model=model, adapter=trained.output, results=results, headline=headline)

@@ -29,11 +29,13 @@ def eval_command(
 ) -> None:
     """Run the baseline and each --adapter on the same cases and report what changed."""
     from punie.eval import run_eval
+    from punie.report.eval_report import write_report
 
     progress = _ProgressBars()
     with progress.bars:
         results = run_eval(suite, model=model, adapters=adapter or [], engine=engine, max_tokens=max_tokens,
-                           out_dir=out_dir, progress=progress, endpoint=endpoint, batch_size=batch_size)
+                           out_dir=out_dir, progress=progress, endpoint=endpoint, batch_size=batch_size,
+                           on_written=write_report)
     data = results.to_dict()
     out.print(_summary_table(data))
     for comp in data["comparisons"]:

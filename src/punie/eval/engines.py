@@ -9,6 +9,11 @@ through ``on_result`` as they finish, so an interrupted run keeps what it has.
   weights in place, batches generation.
 * ``server`` (:mod:`punie.eval.http`): one ``punie serve`` process per run.
 * ``endpoint`` (:mod:`punie.eval.http`): any OpenAI-compatible URL, one run.
+
+Timing: the HTTP engines send one request at a time, so each case has a latency
+of its own (``per_case_latency``). The in-process engine generates many cases
+together; a case's wall time there is mostly other cases' work, so it reports
+none, and the run's time and tokens per second stand in for it.
 """
 
 from __future__ import annotations
@@ -25,9 +30,12 @@ from punie.eval.suite import EvalCase
 
 @dataclass
 class Generation:
+    """One answer: ``latency_s`` only from engines that time each case alone; ``tokens`` generated, if known."""
+
     output: ModelOutput
-    latency_s: float
+    latency_s: float | None
     error: str | None = None
+    tokens: int | None = None
 
 
 OnResult = Callable[[int, Generation], None]
@@ -35,6 +43,7 @@ OnResult = Callable[[int, Generation], None]
 
 class Engine(Protocol):
     name: str
+    per_case_latency: bool  # True when each Generation.latency_s is that case's own wall time
 
     def prepare(self, adapters: list[Path]) -> None:
         """Load what is shared across runs and check every adapter; raise before any generation."""

@@ -1,97 +1,73 @@
-"""Engines that evaluate over HTTP (OpenAI chat completions).
+"""Engines that evaluate over HTTP (OpenAI chat completions), one request per case.
 
 ``server`` starts one ``punie serve`` process per run (the base alone, then the
-base with each adapter) through :class:`punie.serve.ServerProcess`, and sends
-the cases one request at a time. ``endpoint`` evaluates any OpenAI-compatible
-URL the user already runs, as a single run. Both read the answer's ``content``
-and ``tool_calls`` with punie's one tool-call parser.
+base with each adapter) through :class:`punie.serve.ServerProcess`. ``endpoint``
+evaluates any OpenAI-compatible URL the user already runs, as a single run.
+Both talk through :mod:`punie.serve.client` and read the answer's ``content``
+and ``tool_calls`` with punie's one tool-call parser. Requests go one at a time,
+so each case's latency is its own request's wall time.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
-
-from punie.errors import ConfigError, ServeError
+from punie.errors import ConfigError
 from punie.eval.engines import EngineOptions, Generation, OnResult
 from punie.eval.outputs import ModelOutput
 from punie.eval.suite import EvalCase
+from punie.serve.client import EndpointHTTPError, EndpointReplyError, OpenAIClient, assistant_message
+
+Chat = Callable[..., dict[str, Any]]  # OpenAIClient.chat or ServerProcess.chat
 
 
-def completions_url(endpoint: str) -> str:
-    """``.../v1/chat/completions`` for a base URL, a ``/v1`` URL or the full path."""
-    url = endpoint.rstrip("/")
-    if not url.startswith(("http://", "https://")):
-        raise ConfigError(f"--endpoint {endpoint!r} must start with http:// or https://.")
-    if url.endswith("/chat/completions"):
-        return url
-    if url.endswith("/v1"):
-        return url + "/chat/completions"
-    return url + "/v1/chat/completions"
+def answer_cases(chat: Chat, url: str, cases: list[EvalCase], options: EngineOptions, on_result: OnResult) -> None:
+    """Ask ``chat`` each case in turn (greedy) and hand back each answer with its request's latency.
+
+    An error answer (an HTTP error status, a reply that is not a chat
+    completion) fails that case with the reason and the run goes on; a server
+    that cannot be reached or does not answer in time stops the eval.
+    """
+    for i, case in enumerate(cases):
+        tic = time.perf_counter()
+        try:
+            response = chat(case.messages, case.tools, max_tokens=options.max_tokens, temperature=0.0,
+                            timeout=options.timeout_s)
+            message = assistant_message(response, url)
+        except (EndpointHTTPError, EndpointReplyError) as exc:
+            on_result(i, Generation(ModelOutput.from_text(""), time.perf_counter() - tic, error=str(exc)))
+            continue
+        latency = time.perf_counter() - tic
+        on_result(i, Generation(ModelOutput.from_message(message), latency, tokens=_completion_tokens(response)))
 
 
-def message_of(response: dict[str, Any]) -> dict[str, Any]:
-    """The assistant message of a chat-completions response (or the message itself)."""
-    if "choices" in response:
-        choices = response.get("choices") or []
-        if not choices or not isinstance(choices[0].get("message"), dict):
-            raise ServeError(f"the server's answer has no choices[0].message: {str(response)[:200]}")
-        message: dict[str, Any] = choices[0]["message"]
-        return message
-    return response
-
-
-def body_for(case: EvalCase, max_tokens: int, model: str | None = None) -> dict[str, Any]:
-    body: dict[str, Any] = {"messages": case.messages, "max_tokens": max_tokens, "temperature": 0.0}
-    if case.tools:
-        body["tools"] = case.tools
-    if model:
-        body["model"] = model
-    return body
+def _completion_tokens(response: dict[str, Any]) -> int | None:
+    usage = response.get("usage")
+    tokens = usage.get("completion_tokens") if isinstance(usage, dict) else None
+    return tokens if isinstance(tokens, int) else None
 
 
 class EndpointEngine:
     """Any OpenAI-compatible server at ``--endpoint``: one run, no adapters."""
 
     name = "endpoint"
+    per_case_latency = True
 
     def __init__(self, options: EngineOptions):
         if not options.endpoint:
             raise ConfigError("the endpoint engine needs --endpoint URL (an OpenAI-compatible server).")
         self.options = options
-        self.url = completions_url(options.endpoint)
-        self.client = httpx.Client(timeout=options.timeout_s)
+        self.client = OpenAIClient(options.endpoint, model=options.model, timeout_s=options.timeout_s)
 
     def prepare(self, adapters: list[Path]) -> None:
         if adapters:
             raise ConfigError("the endpoint engine evaluates the one model the server runs; it cannot switch adapters.")
 
     def generate(self, adapter: Path | None, cases: list[EvalCase], on_result: OnResult) -> None:
-        for i, case in enumerate(cases):
-            on_result(i, self._ask(case))
-
-    def _ask(self, case: EvalCase) -> Generation:
-        tic = time.perf_counter()
-        try:
-            response = self.client.post(self.url, json=body_for(case, self.options.max_tokens, self.options.model))
-        except httpx.TimeoutException as exc:
-            raise ServeError(f"no answer from {self.url} within {self.options.timeout_s:g} s "
-                             f"(case {case.id}).") from exc
-        except httpx.HTTPError as exc:
-            raise ServeError(f"cannot reach {self.url} ({type(exc).__name__}: {exc}); is the server running?") from exc
-        latency = time.perf_counter() - tic
-        if response.status_code != 200:
-            # One bad answer is that case's failure, recorded with the reason; the run goes on.
-            error = f"HTTP {response.status_code}: {response.text[:300]}"
-            return Generation(ModelOutput.from_text(""), latency, error=error)
-        try:
-            message = message_of(response.json())
-        except (ValueError, ServeError) as exc:
-            return Generation(ModelOutput.from_text(""), latency, error=f"unreadable answer: {exc}")
-        return Generation(ModelOutput.from_message(message), latency)
+        answer_cases(self.client.chat, self.client.url, cases, self.options, on_result)
 
     def close(self) -> None:
         self.client.close()
@@ -101,6 +77,7 @@ class ServerEngine:
     """One managed mlx_lm.server per run (``punie serve``), one request per case."""
 
     name = "server"
+    per_case_latency = True
 
     def __init__(self, options: EngineOptions):
         self.options = options
@@ -112,19 +89,8 @@ class ServerEngine:
         from punie.serve import ServerProcess
 
         with ServerProcess(model=self.options.model, adapter=adapter, port="auto") as server:
-            for i, case in enumerate(cases):
-                tic = time.perf_counter()
-                try:
-                    response = server.chat(case.messages, case.tools, max_tokens=self.options.max_tokens,
-                                           temperature=0.0, timeout=self.options.timeout_s)
-                except ServeError as exc:
-                    # An error answer fails that case; a dead or silent server stops the eval.
-                    if not server.alive() or "answered HTTP" not in str(exc):
-                        raise
-                    on_result(i, Generation(ModelOutput.from_text(""), time.perf_counter() - tic, error=str(exc)))
-                    continue
-                latency = time.perf_counter() - tic
-                on_result(i, Generation(ModelOutput.from_message(message_of(response)), latency))
+            # ServerProcess.chat turns a failure of a server that died into an error naming its log.
+            answer_cases(server.chat, server.url, cases, self.options, on_result)
 
     def close(self) -> None:
         pass

@@ -10,7 +10,6 @@ greedy and batched with mlx-lm's ``BatchGenerator`` (continuous batching).
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +50,7 @@ def adapter_parameter_names(model: Any) -> list[str]:
 
 class InProcessEngine:
     name = "inprocess"
+    per_case_latency = False
 
     def __init__(self, options: EngineOptions):
         self.options = options
@@ -100,10 +100,11 @@ class InProcessEngine:
     def generate(self, adapter: Path | None, cases: list[EvalCase], on_result: OnResult) -> None:
         self.use_adapter(adapter)
         prompts = [self.encode(case) for case in cases]
-        for index, text, latency in generate_batched(self.model, self.tokenizer, prompts,
-                                                     max_tokens=self.options.max_tokens,
-                                                     batch_size=self.options.batch_size):
-            on_result(index, Generation(ModelOutput.from_text(text), latency))
+        for index, text, tokens in generate_batched(self.model, self.tokenizer, prompts,
+                                                    max_tokens=self.options.max_tokens,
+                                                    batch_size=self.options.batch_size):
+            # No latency: batched cases share every step, so one case's wall time is not its own.
+            on_result(index, Generation(ModelOutput.from_text(text), None, tokens=tokens))
 
     def close(self) -> None:
         self.model = None
@@ -113,13 +114,11 @@ class InProcessEngine:
 
 def generate_batched(model: Any, tokenizer: Any, prompts: list[list[int]], *, max_tokens: int,
                      batch_size: int, share_prefixes: bool = True) -> Any:
-    """Yield ``(index, text, latency_s)`` for each prompt as it finishes (greedy, continuous batching).
+    """Yield ``(index, text, generated_tokens)`` for each prompt as it finishes (greedy, continuous batching).
 
     With ``share_prefixes`` a beginning common to several prompts (system
     prompt, tool schemas) is prefilled once (:mod:`punie.eval.prefix`).
-    A case's latency runs from the step that started its prefill to its last
-    token, while sharing the batch with others, so it is an upper bound on
-    what it would take alone.
+    The token count includes a final stop token, as each one costs a decoding step.
     """
     from mlx_lm.generate import BatchGenerator
 
@@ -130,20 +129,17 @@ def generate_batched(model: Any, tokenizer: Any, prompts: list[list[int]], *, ma
         uids = gen.insert(inputs, caches=caches if any(c is not None for c in caches) else None)
         index = {uid: order[k] for k, uid in enumerate(uids)}
         tokens: dict[int, list[int]] = {uid: [] for uid in uids}
-        started: dict[int, float] = {}
+        steps: dict[int, int] = dict.fromkeys(uids, 0)
         remaining = len(uids)
         while remaining:
-            tic = time.perf_counter()
             prompt_responses, responses = gen.next()
-            for p in prompt_responses:
-                started.setdefault(p.uid, tic)
             for r in responses:
+                steps[r.uid] += 1
                 if r.finish_reason != "stop":
                     tokens[r.uid].append(r.token)
                 if r.finish_reason is not None:
                     remaining -= 1
-                    latency = time.perf_counter() - started.get(r.uid, tic)
-                    yield index[r.uid], detokenize(tokenizer, tokens.pop(r.uid)), latency
+                    yield index[r.uid], detokenize(tokenizer, tokens.pop(r.uid)), steps.pop(r.uid)
             if not prompt_responses and not responses:
                 raise ModelError(f"generation stopped with {remaining} prompt(s) unanswered (mlx-lm BatchGenerator "
                                  "returned nothing); please report this.")

@@ -4,8 +4,16 @@
 checks, a later ``punie report``) reads. Its shape::
 
     {"suite": {...}, "model": ..., "engine": ..., "interrupted": false,
+     "timing": "per_case" | "batched", "batch_size": ...,
      "runs": [{"name", "adapter", "summary": {"accuracy", "by_category", ...}, "cases": [...]}],
      "comparisons": [{"run", "baseline", "delta", "ci95", "p_value", "significant", "verdict", ...}]}
+
+Timing: with ``"per_case"`` (the HTTP engines, one request at a time) each case's
+``latency_s`` is its own wall time and a run's ``mean_latency_s`` their mean.
+With ``"batched"`` (the in-process engine) cases share generation steps, so
+``latency_s`` and ``mean_latency_s`` are null and a run's time is stated as
+``elapsed_s`` (the run's wall time, every batch) with ``generated_tokens`` and
+``tokens_per_s`` over that time.
 """
 
 from __future__ import annotations
@@ -35,11 +43,12 @@ class CaseResult:
     score: float
     output: str
     tool_calls: list[dict[str, Any]]
-    latency_s: float
+    latency_s: float | None  # None when the engine does not time cases one by one (see the module docstring)
     reason: str = ""
     details: dict[str, Any] = field(default_factory=dict)
     parse_errors: list[str] = field(default_factory=list)
     error: str | None = None
+    generated_tokens: int | None = None
 
 
 @dataclass
@@ -68,9 +77,18 @@ class RunResult:
                 "errors": sum(c.error is not None for c in self.cases),
                 "by_category": {cat: {"n": len(v), "passed": sum(v), "accuracy": sum(v) / len(v)}
                                 for cat, v in sorted(by_category.items())},
-                "scorers": scorer_metrics,
-                "mean_latency_s": sum(c.latency_s for c in self.cases) / len(self.cases) if self.cases else 0.0,
-                "elapsed_s": self.elapsed_s, "complete": self.complete}
+                "scorers": scorer_metrics, **self.timing(), "complete": self.complete}
+
+    def timing(self) -> dict[str, Any]:
+        """The run's wall time, mean per-case latency (None unless every case was timed alone) and tokens/s."""
+        latencies = [c.latency_s for c in self.cases]
+        timed = bool(self.cases) and all(t is not None for t in latencies)
+        counts = [c.generated_tokens for c in self.cases]
+        tokens = sum(t for t in counts if t is not None) if self.cases and None not in counts else None
+        return {"elapsed_s": self.elapsed_s,
+                "mean_latency_s": sum(t for t in latencies if t is not None) / len(latencies) if timed else None,
+                "generated_tokens": tokens,
+                "tokens_per_s": tokens / self.elapsed_s if tokens is not None and self.elapsed_s > 0 else None}
 
 
 def _as_score(case: CaseResult) -> Any:
@@ -136,6 +154,8 @@ class EvalResults:
     engine: str
     max_tokens: int
     cases: list[EvalCase]
+    timing: str = "per_case"  # or "batched"; see the module docstring
+    batch_size: int | None = None
     runs: list[RunResult] = field(default_factory=list)
     interrupted: bool = False
     error: str | None = None
@@ -159,6 +179,7 @@ class EvalResults:
             "format": 1, "created": self.created,
             "suite": {"path": self.suite_path, "sha256": self.suite_sha256, "cases": len(self.cases)},
             "model": self.model, "engine": self.engine, "max_tokens": self.max_tokens,
+            "timing": self.timing, "batch_size": self.batch_size,
             "interrupted": self.interrupted, "error": self.error,
             "runs": [{"name": r.name, "adapter": r.adapter, "metrics_path": r.metrics_path,
                       "summary": r.summary(self.cases), "cases": [asdict(c) for c in r.cases]} for r in self.runs],

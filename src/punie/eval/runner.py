@@ -44,11 +44,13 @@ ProgressFn = Callable[[EvalProgress], None]
 def run_eval(suite_path: Path | str, model: str | None = None, adapters: Sequence[Path | str] = (),
              engine: str = "inprocess", max_tokens: int = DEFAULT_MAX_TOKENS, out_dir: Path | str | None = None,
              progress: ProgressFn | None = None, *, endpoint: str | None = None, batch_size: int = 16,
-             report: bool = True) -> EvalResults:
-    """Evaluate the baseline and each adapter on a suite; write results.json (and report.html) to ``out_dir``.
+             on_written: Callable[[Path], object] | None = None) -> EvalResults:
+    """Evaluate the baseline and each adapter on a suite; write results.json to ``out_dir``.
 
     Returns the results; ``results.interrupted`` is True when Ctrl-C stopped the
-    run early (the finished cases are kept and written).
+    run early (the finished cases are kept and written). ``on_written(out_dir)``
+    runs once the final results.json is written, also when an error stopped the
+    eval: the CLI renders the report there (eval itself knows nothing of reports).
     """
     suite = load_suite(suite_path)
     if max_tokens < 1:
@@ -72,6 +74,8 @@ def run_eval(suite_path: Path | str, model: str | None = None, adapters: Sequenc
                                                endpoint=endpoint))
     results = EvalResults(suite_path=str(Path(suite_path)), suite_sha256=suite.sha256,
                           model=endpoint or base_name, engine=engine, max_tokens=max_tokens, cases=suite.cases,
+                          timing="per_case" if runner.per_case_latency else "batched",
+                          batch_size=None if runner.per_case_latency else batch_size,
                           created=datetime.now(UTC).isoformat(timespec="seconds"), out_dir=out)
     specs: list[tuple[str, Path | None]] = [(BASELINE if engine != "endpoint" else "endpoint", None)]
     specs += list(zip(_run_names(adapter_paths), adapter_paths, strict=True))
@@ -88,24 +92,22 @@ def run_eval(suite_path: Path | str, model: str | None = None, adapters: Sequenc
     except PunieError as exc:
         # A server that died mid-run: keep what finished, then report the error.
         results.interrupted, results.error = True, str(exc)
-        _finish(results, out, report)
+        _finish(results, out, on_written)
         raise
     finally:
         runner.close()
-    _finish(results, out, report)
+    _finish(results, out, on_written)
     return results
 
 
-def _finish(results: EvalResults, out: Path, report: bool) -> None:
-    """Put each run's cases in suite order and write results.json (and report.html)."""
+def _finish(results: EvalResults, out: Path, on_written: Callable[[Path], object] | None) -> None:
+    """Put each run's cases in suite order, write results.json and tell ``on_written``."""
     order = {c.id: i for i, c in enumerate(results.cases)}
     for run in results.runs:
         run.cases.sort(key=lambda c: order[c.id])
     results.write(out)
-    if report:
-        from punie.report.eval_report import write_report
-
-        write_report(out)
+    if on_written is not None:
+        on_written(out)
 
 
 def _one_run(runner, run: RunResult, cases: list[EvalCase], index: int, runs: int,
@@ -135,9 +137,10 @@ def score_case(case: EvalCase, generation: Generation) -> CaseResult:
         passed, reason = False, f"engine error: {generation.error}"
     return CaseResult(id=case.id, category=case.category, scorer=case.scorer, passed=passed,
                       score=score.score if passed or not generation.error else 0.0, output=output.raw,
-                      tool_calls=[c.as_dict() for c in output.tool_calls], latency_s=round(generation.latency_s, 4),
+                      tool_calls=[c.as_dict() for c in output.tool_calls],
+                      latency_s=None if generation.latency_s is None else round(generation.latency_s, 4),
                       reason=reason, details=score.details, parse_errors=output.parse_errors,
-                      error=generation.error)
+                      error=generation.error, generated_tokens=generation.tokens)
 
 
 def _base_model(model: str | None, engine: str) -> tuple[str, Path | None]:

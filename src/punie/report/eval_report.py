@@ -36,15 +36,17 @@ def render_report(results: dict[str, Any]) -> str:
 def build_context(results: dict[str, Any]) -> dict[str, Any]:
     runs = results.get("runs", [])
     comparisons = {c["run"]: c for c in results.get("comparisons", [])}
+    batched = timing_mode(results) == "batched"
     return {
         "title": f"punie eval: {Path(results['suite']['path']).name}",
         "meta": {k: results.get(k) for k in ("created", "model", "engine", "max_tokens", "interrupted", "error")}
         | {"suite": results["suite"]["path"], "n_cases": results["suite"]["cases"]},
-        "cards": [_card(run, comparisons.get(run["name"])) for run in runs],
+        "cards": [_card(run, comparisons.get(run["name"])) | {"timing": _run_timing(run, results, batched)}
+                  for run in runs],
         "run_names": [run["name"] for run in runs],
         "categories": _category_rows(runs, comparisons),
         "scorer_notes": _scorer_notes(runs),
-        "cases": _case_rows(results),
+        "cases": _case_rows(results, batched),
         "curves": [c for c in (_loss_curve(run) for run in runs) if c],
     }
 
@@ -127,7 +129,32 @@ def _fmt_metric(value: Any) -> str:
     return str(value)
 
 
-def _case_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
+def timing_mode(results: dict[str, Any]) -> str:
+    """``per_case`` or ``batched`` (see :mod:`punie.eval.results`)."""
+    if "timing" in results:
+        return str(results["timing"])
+    # results.json from before the field: the in-process engine stored batch wall time as each case's latency
+    return "batched" if results.get("engine") == "inprocess" else "per_case"
+
+
+def _run_timing(run: dict[str, Any], results: dict[str, Any], batched: bool) -> dict[str, str]:
+    """The run's timing line and what it means, for its card."""
+    summary = run["summary"]
+    elapsed = f"run {summary.get('elapsed_s', 0.0):.1f} s for {summary['n']} cases"
+    if not batched:
+        mean = summary.get("mean_latency_s")
+        text = elapsed if mean is None else f"{mean:.2f} s per case (mean), {elapsed}"
+        return {"text": text, "title": "each case was one request on its own, so its latency is its own"}
+    size = results.get("batch_size")
+    speed = summary.get("tokens_per_s")
+    text = elapsed + (f", batched {size} at a time" if size else ", batched")
+    if speed is not None:
+        text += f", {speed:.1f} generated tokens/s"
+    return {"text": text, "title": "cases were generated together, sharing every step, so no case has a latency "
+                                   "of its own; this is the whole run's wall time and throughput"}
+
+
+def _case_rows(results: dict[str, Any], batched: bool) -> list[dict[str, Any]]:
     runs = results.get("runs", [])
     by_run = [{c["id"]: c for c in run["cases"]} for run in runs]
     rows = []
@@ -140,18 +167,26 @@ def _case_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
             "tools": ", ".join(case.get("tools") or []),
             "expect": json.dumps(case["expect"], ensure_ascii=False, indent=1),
             "failed": any(not p for p in passed), "changed": len(set(passed)) > 1,
-            "outcomes": [_outcome(o) for o in outcomes],
+            "outcomes": [_outcome(o, batched) for o in outcomes],
         })
     return rows
 
 
-def _outcome(case: dict[str, Any] | None) -> dict[str, Any] | None:
+def _outcome(case: dict[str, Any] | None, batched: bool) -> dict[str, Any] | None:
     if case is None:
         return None
+    if batched:
+        tokens = case.get("generated_tokens")
+        timing = {"text": "" if tokens is None else f"{tokens} tokens",
+                  "title": "generated in a batch with other cases: see the run's time and tokens/s above"}
+    else:
+        latency = case.get("latency_s")
+        timing = {"text": "" if latency is None else f"{latency:.2f} s",
+                  "title": "wall time of this case's own request"}
     return {"passed": case["passed"], "score": f"{case['score']:.2f}", "output": case["output"],
             "tool_calls": [json.dumps(c, ensure_ascii=False) for c in case["tool_calls"]],
             "reason": case.get("reason", ""), "parse_errors": case.get("parse_errors", []),
-            "latency": f"{case['latency_s']:.2f} s"}
+            "timing": timing}
 
 
 def read_metrics(path: Path) -> dict[str, list[tuple[float, float]]]:
