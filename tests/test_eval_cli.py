@@ -222,3 +222,38 @@ def test_server_failure_mid_run_keeps_finished_cases(fake_endpoint, tmp_path, mo
     assert data["interrupted"] and "it died" in data["error"]
     assert [c["id"] for c in data["runs"][0]["cases"]] == ["c0", "c1"]
     assert "it died" in (tmp_path / "out" / "report.html").read_text()
+
+
+def test_http_engines_tell_failures_apart_by_type():
+    """An error answer fails its case; a server that is gone or silent stops the eval (no matching on text)."""
+    from punie.eval.engines import EngineOptions
+    from punie.eval.http import answer_cases
+    from punie.eval.suite import EvalCase
+    from punie.serve.client import EndpointHTTPError, EndpointReplyError, EndpointTimeout, EndpointUnreachable
+
+    url = "http://h:1/v1/chat/completions"
+    answers = {"ok": {"choices": [{"message": {"role": "assistant", "content": "4"}}], "usage": {
+                   "completion_tokens": 3}},
+               "status": EndpointHTTPError("the server said no", url=url, status=400, body="bad request"),
+               "shape": EndpointReplyError("not a completion", url=url, body="{}"),
+               "gone": EndpointUnreachable("refused", url=url),
+               "slow": EndpointTimeout("too slow", url=url)}
+
+    def chat(messages, tools, **options):
+        answer = answers[messages[-1]["content"]]
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    def case(text: str) -> EvalCase:
+        return EvalCase(id=text, messages=[{"role": "user", "content": text}], scorer="numeric",
+                        expect={"answer": "4"})
+
+    got: dict[int, Any] = {}
+    answer_cases(chat, url, [case("ok"), case("status"), case("shape")], EngineOptions(), got.__setitem__)
+    assert got[0].error is None and got[0].output.content == "4" and got[0].tokens == 3
+    assert got[0].latency_s is not None and got[0].latency_s >= 0
+    assert got[1].error == "the server said no" and got[2].error == "not a completion"
+    for stopper, error in (("gone", EndpointUnreachable), ("slow", EndpointTimeout)):
+        with pytest.raises(error):
+            answer_cases(chat, url, [case(stopper)], EngineOptions(), got.__setitem__)
