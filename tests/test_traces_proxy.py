@@ -33,6 +33,13 @@ class Upstream(BaseHTTPRequestHandler):
         self.requests.append(("POST", self.path, body))
         if body.get("model") == "broken":
             self._send(500, {"error": "boom"})
+        elif body.get("model") == "cut":  # a stream that breaks off: promises more bytes than it sends
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Content-Length", "1000")
+            self.end_headers()
+            self.wfile.write(b'data: {"choices": [{"delta": {"content": "Hel"}}]}\n\n')
+            self.wfile.flush()
         elif body.get("stream"):
             self._stream()
         elif len(body["messages"]) <= 2:
@@ -172,3 +179,15 @@ def test_proxy_variables_are_ignored_upstream(upstream, tmp_path, monkeypatch):
             {"role": "user", "content": "hi"}]}, timeout=10, trust_env=False)
         assert reply.status_code == 200, reply.text
         assert len(list(store.iter_traces())) == 1
+
+
+def test_a_stream_that_breaks_off_is_logged_not_patched_with_a_502(upstream, tmp_path):
+    log = tmp_path / "proxy.log"
+    with TraceStore(tmp_path / "t.sqlite") as store, open(log, "w") as log_file, \
+            RecordingProxy(upstream, store, log=log_file) as server:
+        with httpx.stream("POST", f"{server.url}/v1/chat/completions", timeout=10,
+                          json={"model": "cut", "stream": True, "messages": [{"role": "user", "content": "hi"}]}) as r:
+            status, body = r.status_code, b"".join(r.iter_raw())
+        assert store.count() == 0
+    assert status == 200 and body.startswith(b"data: ") and b"502" not in body and b"upstream" not in body
+    assert "upstream stream failed" in log.read_text()

@@ -132,6 +132,7 @@ def _key(messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> str:
 
 class _Handler(BaseHTTPRequestHandler):
     proxy: RecordingProxy
+    _headers_sent = False  # set once a streamed reply has begun: an error after that cannot become a 502
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
         self._forward()
@@ -150,8 +151,6 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
         print(f"proxy: {format % args}", file=self.proxy.log)
-
-    _headers_sent = False
 
     def _forward(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
