@@ -234,3 +234,19 @@ def test_missing_adapter_dir_and_bad_options(tiny_model, tmp_path):
         run_eval(suite, model=str(tiny_model), engine="warp", out_dir=tmp_path / "out")
     with pytest.raises(ConfigError, match="--max-tokens"):
         run_eval(suite, model=str(tiny_model), max_tokens=0, out_dir=tmp_path / "out")
+
+
+def test_run_timing_per_case_and_batched():
+    from punie.eval.results import CaseResult, RunResult
+
+    def result(latency, tokens):
+        return CaseResult(id="c", category="a", scorer="exact", passed=True, score=1.0, output="", tool_calls=[],
+                          latency_s=latency, generated_tokens=tokens)
+
+    timed = RunResult("endpoint", None, [result(0.5, 10), result(1.5, 30)], elapsed_s=10.0).timing()
+    # throughput over the requests' own time, not the run's (which includes starting a server)
+    assert timed == {"elapsed_s": 10.0, "mean_latency_s": 1.0, "generated_tokens": 40, "tokens_per_s": 20.0}
+    batched = RunResult("baseline", None, [result(None, 10), result(None, 30)], elapsed_s=4.0).timing()
+    assert batched == {"elapsed_s": 4.0, "mean_latency_s": None, "generated_tokens": 40, "tokens_per_s": 10.0}
+    unknown = RunResult("endpoint", None, [result(0.5, None), result(1.5, 30)], elapsed_s=10.0).timing()
+    assert unknown["generated_tokens"] is None and unknown["tokens_per_s"] is None

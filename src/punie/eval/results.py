@@ -13,7 +13,8 @@ Timing: with ``"per_case"`` (the HTTP engines, one request at a time) each case'
 With ``"batched"`` (the in-process engine) cases share generation steps, so
 ``latency_s`` and ``mean_latency_s`` are null and a run's time is stated as
 ``elapsed_s`` (the run's wall time, every batch) with ``generated_tokens`` and
-``tokens_per_s`` over that time.
+``tokens_per_s`` over that time. Per-case runs state ``tokens_per_s`` over the
+sum of their latencies, when the server reports ``usage.completion_tokens``.
 """
 
 from __future__ import annotations
@@ -85,10 +86,12 @@ class RunResult:
         timed = bool(self.cases) and all(t is not None for t in latencies)
         counts = [c.generated_tokens for c in self.cases]
         tokens = sum(t for t in counts if t is not None) if self.cases and None not in counts else None
+        # Timed cases: throughput over the requests' own time (a run's time also holds the server's start).
+        busy = sum(t for t in latencies if t is not None) if timed else self.elapsed_s
         return {"elapsed_s": self.elapsed_s,
-                "mean_latency_s": sum(t for t in latencies if t is not None) / len(latencies) if timed else None,
+                "mean_latency_s": busy / len(latencies) if timed else None,
                 "generated_tokens": tokens,
-                "tokens_per_s": tokens / self.elapsed_s if tokens is not None and self.elapsed_s > 0 else None}
+                "tokens_per_s": tokens / busy if tokens is not None and busy > 0 else None}
 
 
 def _as_score(case: CaseResult) -> Any:
