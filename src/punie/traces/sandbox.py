@@ -35,6 +35,7 @@ CHOICES = ("auto", *LEVELS)
 SANDBOX_EXEC = "/usr/bin/sandbox-exec"
 INSTALL_HINT = ("install bubblewrap ('apt-get install bubblewrap', 'dnf install bubblewrap') so commands run "
                 "confined, or opt out of confinement with --no-sandbox (Workspace(sandbox='none') from Python)")
+UNAVAILABLE = f"no OS sandbox is available to confine run_command: {INSTALL_HINT}"
 
 # Read-only system directories: the dynamic loader, libraries, coreutils, git and its helpers, /etc
 # (ld.so.cache, passwd, certificates). Home directories, /tmp, /var, /srv, /mnt stay absent.

@@ -187,7 +187,7 @@ def search(ws: Workspace, pattern: str, path: str = ".") -> str:
 def run_command(ws: Workspace, command: str) -> str:
     argv = _command_argv(ws, command)
     if ws.sandbox_level is None:
-        raise ToolError(f"no OS sandbox is available to confine commands: {os_sandbox.INSTALL_HINT}")
+        raise ToolError(os_sandbox.UNAVAILABLE)
     env = child_env({**os.environ, **ws.env})
     # sandbox-exec has no private /tmp of its own: give the command one, removed afterwards.
     private_tmp = Path(tempfile.mkdtemp(prefix="punie-cmd-")).resolve() if ws.sandbox_level == "sandbox-exec" else None
