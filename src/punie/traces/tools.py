@@ -227,10 +227,12 @@ def _run_capped(argv: list[str], ws: Workspace, env: dict[str, str], *, keep: in
                 timed_out = True
                 break
             ready, _, _ = select.select([fd], [], [], min(remaining, 0.2))
-            if not ready:
-                if proc.poll() is not None:
-                    break  # exited; a background child still holds the pipe open
+            if not ready and proc.poll() is None:
                 continue
+            if not ready:  # exited, and the pipe is still open (a background child holds it):
+                ready, _, _ = select.select([fd], [], [], 0)  # take what it wrote just before exiting
+                if not ready:
+                    break
             chunk = os.read(fd, 1 << 16)
             if not chunk:  # every writer has closed the pipe: wait for the exit status
                 try:
