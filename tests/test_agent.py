@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -220,3 +221,15 @@ def test_cli_agent_run_against_an_endpoint(run_cli, workspace):
 def test_cli_agent_run_refuses_a_missing_workspace(run_cli, tmp_path):
     proc = run_cli("agent", "run", "hi", "--workspace", str(tmp_path / "nope"), "--endpoint", "http://127.0.0.1:9")
     assert proc.returncode == 1 and "Error: workspace" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_cli_agent_run_refuses_without_a_sandbox_unless_told(run_cli, workspace, monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no bwrap on PATH (sandbox-exec has a fixed path on macOS)
+    if sys.platform == "darwin":
+        pytest.skip("macOS always has sandbox-exec")
+    proc = run_cli("agent", "run", "hi", "--workspace", str(workspace), "--endpoint", "http://127.0.0.1:9")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "no OS sandbox" in proc.stderr and "bubblewrap" in proc.stderr and "--no-sandbox" in proc.stderr
+    opted = run_cli("agent", "run", "hi", "--workspace", str(workspace), "--endpoint", "http://127.0.0.1:9",
+                    "--no-sandbox")
+    assert "--no-sandbox: run_command runs programs unconfined" in opted.stderr and "no OS sandbox" not in opted.stderr

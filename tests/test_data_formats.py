@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from punie.data.formats import conversations, detect_format, preference_turns, read_jsonl, target_message
+from punie.data.formats import conversations, detect_format, preference_turns, read_jsonl, scan_jsonl, target_message
 from punie.data.lengths import length_stats
 from punie.errors import DataError
 
@@ -75,3 +75,12 @@ def test_length_stats_histogram_covers_every_length():
     assert stats["histogram"][0]["label"].startswith("10-")
     assert stats["histogram"][-1] == {"label": "> 100", "count": 1}
     assert length_stats([500], max_seq_length=100)["histogram"] == [{"label": "> 100", "count": 1}]
+
+
+def test_json_errors_read_well(tmp_path):
+    """json's own message can end in "at" ("Unterminated string starting at"); it was printed "at at column"."""
+    path = tmp_path / "a.jsonl"
+    path.write_text('{"text": "unterminated\n{"text": "tab\there"}\n')
+    problems = scan_jsonl(path)[1]
+    assert [p.message for p in problems] == ["not valid JSON: Unterminated string starting at column 10",
+                                             "not valid JSON: Invalid control character at column 14"]

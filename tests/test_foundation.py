@@ -84,3 +84,17 @@ def test_models_list_on_an_empty_cache(run_cli):
 def test_usage_errors_exit_nonzero_without_traceback(run_cli):
     result = run_cli("models", "import-gguf")
     assert result.returncode == 2 and "Missing argument" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_doctor_reports_the_command_sandbox(run_cli, monkeypatch, tmp_path):
+    from punie.traces import sandbox
+
+    info = json.loads(run_cli("doctor", "--json").stdout)
+    assert info["sandbox"] == sandbox.available_level()
+    if platform.system() != "Linux":
+        return
+    monkeypatch.setenv("PATH", str(tmp_path))  # no bwrap on PATH
+    shown = run_cli("doctor")
+    assert shown.returncode == 0, shown.stderr
+    assert "Command sandbox" in shown.stdout and "none" in shown.stdout
+    assert "bubblewrap (bwrap) is not installed" in shown.stdout and "--no-sandbox" in shown.stdout

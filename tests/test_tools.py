@@ -10,6 +10,7 @@ import pytest
 
 from punie.chat.toolcalls import ToolCall
 from punie.errors import ConfigError
+from punie.traces import sandbox
 from punie.traces.tools import Workspace, call_tool, make_tools, tool_schemas
 
 
@@ -20,7 +21,8 @@ def ws(tmp_path):
     (root / "src" / "app.py").write_text("def main():\n    return 42\n")
     (root / "README.md").write_text("# demo\nhello world\n")
     (tmp_path / "secret.txt").write_text("top secret\n")
-    return Workspace(root, timeout_s=5)
+    # The tools' behaviour at whatever level this machine has; tests/test_sandbox.py tests the confinement.
+    return Workspace(root, timeout_s=5, sandbox="auto" if sandbox.available_level() != "none" else "none")
 
 
 def run(ws, name, **arguments):

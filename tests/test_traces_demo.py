@@ -154,3 +154,26 @@ def test_the_readme_describes_the_data():
     text = (DATA / "README.md").read_text()
     for needle in ("scripted", "python data/generate_traces.py", "suite.jsonl", "held out"):
         assert needle in text, needle
+
+
+def test_demo_commands_print_the_same_with_and_without_the_sandbox(tmp_path):
+    """The generator uses the OS sandbox when there is one and runs unconfined otherwise: same data either way."""
+    import shutil
+
+    from punie.chat.toolcalls import ToolCall
+    from punie.traces import sandbox
+    from punie.traces.demo_data import _demo_workspace
+    from punie.traces.tools import Workspace, call_tool, make_tools
+
+    if sandbox.available_level() == "none":
+        pytest.skip("no OS sandbox on this machine to compare with")
+    commands = [*demo_tasks.RUN_TRAIN, *demo_tasks.RUN_EVAL,
+                *(f"python {s}" for s in (*demo_tasks.RUN_SCRIPT_TRAIN, *demo_tasks.RUN_SCRIPT_EVAL))]
+    root = shutil.copytree(default_workspace(), tmp_path / "ws")
+    env = _demo_workspace(root).env
+    outputs = {}
+    for level in ("auto", "none"):
+        tools = make_tools(Workspace(root, env=env, sandbox=level))
+        outputs[level] = [call_tool(tools, ToolCall("run_command", {"command": c})).content for c in commands]
+    assert outputs["auto"] == outputs["none"]
+    assert sum(o.startswith("exit code: 0\n") for o in outputs["none"]) > 20

@@ -1,4 +1,4 @@
-"""What ``punie doctor`` reports: the platform, MLX, BLAS speed, memory and the model cache."""
+"""What ``punie doctor`` reports: the platform, MLX, BLAS speed, memory, the model cache and the sandbox."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from importlib import metadata
 from typing import Any
 
 from punie import blas, paths
+from punie.traces import sandbox
 
 
 def matmul_gflops(n: int = 1024, repeats: int = 5) -> float:
@@ -68,6 +69,7 @@ def report(measure: bool = True) -> dict[str, Any]:
                                  "'apt-get install libopenblas0-pthread') for ~30x faster CPU matmuls.")
         else:
             info["blas_hint"] = f"OpenBLAS exists at {found} but is not loaded; run punie through its CLI."
+    info.update(sandbox.describe())
     if measure:
         info["matmul_gflops"] = round(matmul_gflops(), 1)
     return info

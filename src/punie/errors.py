@@ -6,6 +6,8 @@ Every message should name the file, line or value at fault and what to do.
 
 from __future__ import annotations
 
+import json
+
 
 class PunieError(Exception):
     """Base class: a problem the user can fix, described in the message."""
@@ -25,3 +27,13 @@ class ModelError(PunieError):
 
 class ServeError(PunieError):
     """A managed mlx_lm.server process failed or cannot be reached."""
+
+
+def json_error_text(exc: json.JSONDecodeError, *, line: bool = False) -> str:
+    """``exc`` as "<what> at [line L, ]column C" for a message.
+
+    json's own text may already end in "at" ("Unterminated string starting at", "Invalid control
+    character at"); it is dropped so the message does not read "at at column".
+    """
+    where = f"line {exc.lineno}, column {exc.colno}" if line else f"column {exc.colno}"
+    return f"{exc.msg.removesuffix(' at')} at {where}"

@@ -19,6 +19,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from punie.errors import json_error_text
+
 TOOL_CALL_START = "<tool_call>"
 TOOL_CALL_END = "</tool_call>"
 _BLOCK = re.compile(re.escape(TOOL_CALL_START) + r"(.*?)(?:" + re.escape(TOOL_CALL_END) + r"|$)", re.S)
@@ -69,7 +71,8 @@ def _coerce_call(obj: Any) -> ToolCall:
         try:
             args = json.loads(args) if args.strip() else {}
         except json.JSONDecodeError as exc:
-            raise ToolCallFormatError(f"'arguments' of {name!r} is a string that is not JSON: {exc.msg}") from exc
+            raise ToolCallFormatError(
+                f"'arguments' of {name!r} is a string that is not JSON: {json_error_text(exc)}") from exc
     if args is None:
         args = {}
     if not isinstance(args, dict):
@@ -99,7 +102,7 @@ def parse_text(text: str) -> ParsedResponse:
             calls.append(_coerce_call(json.loads(body)))
         except json.JSONDecodeError as exc:
             where = "" if closed else " (the block was never closed)"
-            errors.append(f"tool call is not valid JSON{where}: {exc.msg} in {body[:120]!r}")
+            errors.append(f"tool call is not valid JSON{where}: {json_error_text(exc)} in {body[:120]!r}")
         except ToolCallFormatError as exc:
             errors.append(f"tool call has the wrong shape: {exc}")
     content = _BLOCK.sub("", text).strip()

@@ -28,13 +28,22 @@ def run(
     category: Annotated[str | None, typer.Option(help="Task category to store with the trace.")] = None,
     timeout: Annotated[float, typer.Option(help="Seconds run_command may take.")] = 10.0,
     record: Annotated[bool, typer.Option(help="Store the run in the trace store.")] = True,
+    sandbox: Annotated[bool, typer.Option(help="Run commands in the OS sandbox (bubblewrap / sandbox-exec). "
+                                               "--no-sandbox runs them unconfined, as your user.")] = True,
 ) -> None:
     """Let the model work on TASK with real tools confined to --workspace."""
+    from punie.errors import ConfigError
     from punie.traces.agent import ChatCompletionsEngine, local_engine, run_agent
+    from punie.traces.sandbox import UNAVAILABLE
     from punie.traces.store import TraceStore
     from punie.traces.tools import Workspace, make_tools
 
-    tools = make_tools(Workspace(workspace, timeout_s=timeout))
+    ws = Workspace(workspace, timeout_s=timeout, sandbox="auto" if sandbox else "none")
+    if ws.sandbox_level is None:  # refuse before loading anything, rather than fail every command
+        raise ConfigError(UNAVAILABLE)
+    if ws.sandbox_level == "none":
+        err.print("[yellow]Warning:[/] --no-sandbox: run_command runs programs unconfined, as your user.")
+    tools = make_tools(ws)
     if endpoint:
         engine: Any = ChatCompletionsEngine.at(endpoint, model=model, adapter=str(adapter) if adapter else None,
                                                max_tokens=max_tokens)

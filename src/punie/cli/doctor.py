@@ -6,6 +6,7 @@ import json
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from punie.cli.console import out
@@ -25,12 +26,16 @@ def doctor(
     table = Table(show_header=False, box=None)
     labels = {"platform": "Platform", "python": "Python", "mlx": "MLX", "mlx_lm": "mlx-lm", "punie": "punie",
               "device": "Default device", "blas": "BLAS", "matmul_gflops": "fp32 matmul (GFLOP/s)",
-              "memory_gb": "Memory (GiB)", "punie_home": "PUNIE_HOME", "default_model": "Default model"}
+              "memory_gb": "Memory (GiB)", "punie_home": "PUNIE_HOME", "default_model": "Default model",
+              "sandbox": "Command sandbox"}
     for key, label in labels.items():
         value = info.get(key)
         if key == "default_model" and value is None:
             value = "[yellow]not imported[/] - run 'punie models pull default'"
+        if key == "sandbox" and value == "none":
+            value = "[yellow]none[/] - run_command refuses unless --no-sandbox"
         table.add_row(f"[bold]{label}[/]", str(value))
     out.print(table)
-    if hint := info.get("blas_hint"):
-        out.print(f"[yellow]Hint:[/] {hint}")
+    for hint_key in ("blas_hint", "sandbox_hint"):
+        if hint := info.get(hint_key):
+            out.print(f"[yellow]Hint:[/] {escape(hint)}")

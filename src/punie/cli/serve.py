@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
+from rich.markup import escape
 
 from punie.cli.console import err, out
 
@@ -93,20 +93,22 @@ def status() -> None:
     if not found:
         out.print("No servers. Start one with 'punie serve start'.")
         return
-    table = Table()
-    for column in ("name", "pid", "URL"):  # the values users copy: never shortened
-        table.add_column(column, no_wrap=True)
-    table.add_column("model", overflow="fold")
-    table.add_column("adapter", overflow="fold", min_width=7)
-    table.add_column("uptime", no_wrap=True)
-    table.add_column("health", no_wrap=True)
+    # One line of short fields per server (aligned), its model and adapter on the next: the values users
+    # copy (name, pid, URL, paths) are never cut, and it reads in an 80-column terminal.
+    name_w = max(len(s.record.name) for s in found)
+    pid_w = max(len(str(s.record.pid or "-")) for s in found)
+    url_w = max(len(s.record.url) for s in found)
     for s in found:
         r = s.record
-        health = s.health + (" (entry removed)" if s.removed else "")
+        health = s.health + (" (entry removed)" if s.removed else f", up {_duration(s.uptime)}")
         style = "green" if s.health == "ok" else "red" if s.removed else "yellow"
-        table.add_row(r.name, str(r.pid or "-"), r.url, _short_model(r.model), r.adapter or "-",
-                      _duration(s.uptime), f"[{style}]{health}[/]")
-    out.print(table)
+        out.print(f" [bold]{escape(r.name.ljust(name_w))}[/]  pid {str(r.pid or '-').ljust(pid_w)}  "
+                  f"{r.url.ljust(url_w)}  [{style}]{escape(health)}[/]")
+        indent = " " * (name_w + 3)
+        # soft_wrap: a path longer than the terminal stays one line for the terminal to wrap (and copy)
+        out.print(f"{indent}model {_short_model(r.model)}", markup=False, style="dim", soft_wrap=True)
+        if r.adapter:
+            out.print(f"{indent}adapter {r.adapter}", markup=False, style="dim", soft_wrap=True)
 
 
 @app.command("stop")

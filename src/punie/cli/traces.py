@@ -34,16 +34,32 @@ def list_traces(
         out.print("No traces yet. Record some with 'punie agent run', 'punie traces proxy' or "
                   "'punie traces demo-data'.")
         return
-    table = Table("id", "created", "source", "category", "outcome", "turns", "calls")
-    table.add_column("model", no_wrap=True, overflow="ellipsis", max_width=24)
-    table.add_column("task", no_wrap=True, overflow="ellipsis")
+    # Short columns, readable in an 80-column terminal. The model needs room beside the task, so
+    # narrow terminals leave it out ('punie traces show ID' has it).
+    with_model = out.width >= 110
+    headers = ["id", "created", "source", "category", "outcome", "turns", "calls", *(["model"] if with_model else [])]
+    rows = []
     for t in traces:
         turns = sum(m["role"] == "assistant" for m in t.messages)
         model = Path(t.model).name if t.model and "/" in t.model else (t.model or "")
-        table.add_row(str(t.id), (t.created_at or "")[:16].replace("T", " "), t.source, t.category or "", t.outcome,
-                      str(turns), str(len(t.tool_calls)), model, t.task or "")
+        # MM-DD HH:MM: the year rarely matters in a list of recent runs
+        rows.append([str(t.id), (t.created_at or "")[5:16].replace("T", " "), t.source, t.category or "", t.outcome,
+                     str(turns), str(len(t.tool_calls)), *([_cut(model, 24)] if with_model else []), t.task or ""])
+    widths = [max(len(name), *(len(row[i]) for row in rows)) for i, name in enumerate(headers)]
+    # Borderless, two spaces between columns; the task gets the width left over and is cut with an ellipsis.
+    table = Table(box=None, padding=(0, 2, 0, 0), pad_edge=False)
+    for name in headers:
+        table.add_column(name, no_wrap=True)
+    table.add_column("task", no_wrap=True, overflow="ellipsis",
+                     max_width=max(12, out.width - sum(widths) - 2 * len(widths)))
+    for row in rows:
+        table.add_row(*row)
     out.print(table)
     out.print(f"{len(traces)} of {total} traces shown.")
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 @app.command("show")

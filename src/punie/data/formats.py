@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from punie.errors import DataError
+from punie.errors import DataError, json_error_text
 
 FORMATS = ("chat", "tools", "completions", "text", "preference")
 # The keys that define a format; every other top-level key is metadata.
@@ -86,7 +86,7 @@ def scan_jsonl(path: Path) -> tuple[list[tuple[int, dict[str, Any]]], list[LineP
         try:
             record = json.loads(text)
         except json.JSONDecodeError as exc:
-            problems.append(LineProblem(lineno, "bad-json", f"not valid JSON: {exc.msg} at column {exc.colno}"))
+            problems.append(LineProblem(lineno, "bad-json", f"not valid JSON: {json_error_text(exc)}"))
             continue
         if not isinstance(record, dict):
             problems.append(LineProblem(lineno, "not-object",

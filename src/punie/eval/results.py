@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from punie import fileio
-from punie.errors import DataError
+from punie.errors import DataError, json_error_text
 from punie.eval import stats
 from punie.eval.scorers import SCORERS
 from punie.eval.suite import EvalCase
@@ -206,5 +206,5 @@ def read_results(out_dir: Path) -> dict[str, Any]:
     try:
         data: dict[str, Any] = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
-        raise DataError(f"{path} is not valid JSON ({exc.msg}, line {exc.lineno}).") from exc
+        raise DataError(f"{path} is not valid JSON ({json_error_text(exc, line=True)}).") from exc
     return data

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from punie.errors import json_error_text
 from punie.eval import json_schema, tool_match
 from punie.eval.outputs import ModelOutput, Score
 from punie.eval.suite import EvalCase
@@ -86,7 +87,7 @@ def score_json(case: EvalCase, output: ModelOutput) -> Score:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
-        return Score.fail(f"not valid JSON: {exc.msg} at column {exc.colno}")
+        return Score.fail(f"not valid JSON: {json_error_text(exc)}")
     errors = json_schema.validate(value, case.expect["json_schema"])
     if errors:
         return Score.fail("; ".join(errors[:3]) + (f" (+{len(errors) - 3} more)" if len(errors) > 3 else ""))

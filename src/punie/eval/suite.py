@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from punie.errors import DataError
+from punie.errors import DataError, json_error_text
 
 _ROLES = {"system", "user", "assistant", "tool"}
 _KEYS = {"id", "category", "messages", "tools", "scorer", "expect", "notes"}
@@ -84,7 +84,7 @@ def parse_case(text: str, *, where: str = "<case>", line: int = 0) -> EvalCase:
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise DataError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno}).") from exc
+        raise DataError(f"{where}: not valid JSON ({json_error_text(exc)}).") from exc
     if not isinstance(obj, dict):
         raise DataError(f"{where}: expected a JSON object per line, got {type(obj).__name__}.")
     unknown = sorted(set(obj) - _KEYS)

@@ -27,7 +27,7 @@ from typing import Any
 from punie import fileio
 from punie.chat.toolcalls import ToolCall, parse_text
 from punie.errors import DataError
-from punie.traces import demo_tasks
+from punie.traces import demo_tasks, sandbox
 from punie.traces.agent import DEFAULT_SYSTEM, Completion, run_agent
 from punie.traces.export import ExportReport, export_traces
 from punie.traces.store import TraceStore
@@ -197,7 +197,10 @@ def training_workspace(source: Path, dest: Path) -> Path:
 
 def _demo_workspace(root: Path) -> Workspace:
     # C locale and no bytecode files: command output and directory listings are the same everywhere.
-    return Workspace(root, env={"LC_ALL": "C", "PYTHONDONTWRITEBYTECODE": "1"})
+    # The commands are the fixed ones in demo_tasks, not a model's: they run in the OS sandbox when the
+    # machine has one and unconfined otherwise (the output is the same; tests/test_traces_demo.py checks both).
+    level = "auto" if sandbox.available_level() != "none" else "none"
+    return Workspace(root, env={"LC_ALL": "C", "PYTHONDONTWRITEBYTECODE": "1"}, sandbox=level)
 
 
 def record_traces(store: TraceStore, workspace: Path, seed: int) -> int:

@@ -7,9 +7,11 @@ Confinement: every path argument is resolved (following ``..`` and symlinks)
 and refused unless it stays inside the workspace; absolute paths and ``~`` are
 refused outright. ``run_command`` runs one allowlisted program directly (no
 shell: ``;``, ``|``, ``$()`` and ``>`` are plain characters), in the workspace,
-with a timeout and a cap on the output it returns. It is a guard rail for an
-agent, not a security sandbox: an allowed interpreter such as ``python`` can
-still do anything the user can.
+with a timeout and a cap on the output it keeps. Its arguments get the same
+checks, as an early, readable refusal; they cannot contain an allowed
+interpreter (``python -c``, ``git -c alias.x=!cmd``), so the security rests on
+the OS sandbox every command runs in (:mod:`punie.traces.sandbox`). Without
+one, ``run_command`` refuses unless the caller chose ``sandbox="none"``.
 
 A tool that fails raises :class:`ToolError`; :func:`call_tool` turns that (and
 any other exception) into an ``Error: ...`` result for the model, so a bad call
@@ -18,7 +20,9 @@ never ends the agent loop.
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import select
 import shlex
 import shutil
 import signal
@@ -36,11 +40,14 @@ from punie import fileio
 from punie.blas import child_env
 from punie.chat.toolcalls import ToolCall
 from punie.errors import ConfigError
+from punie.traces import sandbox as os_sandbox
 
 DEFAULT_PROGRAMS = ("python", "python3", "pytest", "ls", "cat", "echo", "wc", "grep", "head", "tail", "sort",
                     "diff", "git")
-# Interpreters mapped to the running Python, so "python" works where only "python3" is on PATH.
+# Programs run by the running Python: "python" works where only "python3" is on PATH, and pytest is the
+# interpreter's own (a PATH shim such as pyenv's would need its installation visible in the sandbox).
 _PYTHON_NAMES = ("python", "python3")
+_PYTHON_MODULES = ("pytest",)
 _SKIP_DIRS = frozenset({".git", "__pycache__", ".venv", "venv", "node_modules", ".mypy_cache", ".pytest_cache",
                         ".ruff_cache"})
 _MAX_SEARCH_FILE_BYTES = 1_000_000
@@ -85,12 +92,16 @@ class Workspace:
     max_entries: int = 200
     max_matches: int = 50
     env: dict[str, str] = field(default_factory=dict)
+    # "auto" (the OS sandbox this machine has, else run_command refuses), "bwrap", "sandbox-exec", or "none"
+    sandbox: str = "auto"
+    sandbox_level: str | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         root = Path(self.root).expanduser()
         if not root.is_dir():
             raise ConfigError(f"workspace {root} is not a directory; pass an existing directory to --workspace")
         self.root = root.resolve()
+        self.sandbox_level = os_sandbox.choose(self.sandbox)
 
     def resolve(self, path: str) -> Path:
         """The real path for a workspace-relative ``path``; refuses anything that leaves the workspace."""
@@ -175,23 +186,67 @@ def search(ws: Workspace, pattern: str, path: str = ".") -> str:
 
 def run_command(ws: Workspace, command: str) -> str:
     argv = _command_argv(ws, command)
+    if ws.sandbox_level is None:
+        raise ToolError(os_sandbox.UNAVAILABLE)
     env = child_env({**os.environ, **ws.env})
-    with tempfile.TemporaryFile() as sink:
-        proc = subprocess.Popen(argv, cwd=ws.root, stdin=subprocess.DEVNULL, stdout=sink, stderr=subprocess.STDOUT,
-                                env=env, start_new_session=True)
-        try:
-            code = proc.wait(timeout=ws.timeout_s)
-        except subprocess.TimeoutExpired:
-            _kill_group(proc)
-            raise ToolError(f"{command!r} timed out after {ws.timeout_s:g} s and was stopped") from None
-        size = sink.seek(0, os.SEEK_END)
-        sink.seek(0)
-        raw = sink.read(ws.max_output_chars * 4)
+    # sandbox-exec has no private /tmp of its own: give the command one, removed afterwards.
+    private_tmp = Path(tempfile.mkdtemp(prefix="punie-cmd-")).resolve() if ws.sandbox_level == "sandbox-exec" else None
+    try:
+        wrapped, env = os_sandbox.WRAPPERS[ws.sandbox_level](argv, ws.root, private_tmp or ws.root, env)
+        code, raw, size = _run_capped(wrapped, ws, env, keep=ws.max_output_chars * 4)
+    finally:
+        if private_tmp is not None:
+            shutil.rmtree(private_tmp, ignore_errors=True)
+    if code is None:
+        raise ToolError(f"{command!r} timed out after {ws.timeout_s:g} s and was stopped")
     # Absolute paths of the workspace would leak into the model's context; show them relative.
     text = raw.decode("utf-8", errors="replace").replace(str(ws.root), ".")
     if len(text) > ws.max_output_chars or size > len(raw):
         text = text[: ws.max_output_chars] + f"\n[output truncated: {size} bytes in total]"
     return f"exit code: {code}\n{text}".rstrip("\n")
+
+
+def _run_capped(argv: list[str], ws: Workspace, env: dict[str, str], *, keep: int) -> tuple[int | None, bytes, int]:
+    """Run ``argv``; returns (exit code or None on timeout, the first ``keep`` bytes of output, total bytes).
+
+    Output is read from a pipe as it arrives and everything past ``keep`` is only counted, so a command
+    printing gigabytes costs no memory or disk. The command runs in its own session; when it exits or
+    times out, the whole process group is killed, so background children do not outlive it (inside
+    bwrap the pid namespace dies with the command, which also catches children that left the group).
+    """
+    proc = subprocess.Popen(argv, cwd=ws.root, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    assert proc.stdout is not None
+    fd, kept, total = proc.stdout.fileno(), bytearray(), 0
+    deadline = time.monotonic() + ws.timeout_s
+    timed_out = False
+    try:
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                timed_out = True
+                break
+            ready, _, _ = select.select([fd], [], [], min(remaining, 0.2))
+            if not ready and proc.poll() is None:
+                continue
+            if not ready:  # exited, and the pipe is still open (a background child holds it):
+                ready, _, _ = select.select([fd], [], [], 0)  # take what it wrote just before exiting
+                if not ready:
+                    break
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:  # every writer has closed the pipe: wait for the exit status
+                try:
+                    proc.wait(timeout=max(deadline - time.monotonic(), 0))
+                except subprocess.TimeoutExpired:
+                    timed_out = True
+                break
+            total += len(chunk)
+            if len(kept) < keep:
+                kept += chunk[: keep - len(kept)]
+    finally:
+        _kill_group(proc)
+        proc.stdout.close()
+    return (None if timed_out else proc.returncode), bytes(kept), total
 
 
 def _command_argv(ws: Workspace, command: str) -> list[str]:
@@ -208,6 +263,8 @@ def _command_argv(ws: Workspace, command: str) -> list[str]:
         _check_argument(ws, arg)
     if program in _PYTHON_NAMES:
         return [sys.executable, *argv[1:]]
+    if program in _PYTHON_MODULES and importlib.util.find_spec(program) is not None:
+        return [sys.executable, "-m", program, *argv[1:]]
     found = shutil.which(program)
     if found is None:
         raise ToolError(f"program {program!r} is not installed on this machine")
@@ -215,19 +272,30 @@ def _command_argv(ws: Workspace, command: str) -> list[str]:
 
 
 def _check_argument(ws: Workspace, arg: str) -> None:
-    """Refuse arguments that name paths outside the workspace (``--opt=/x`` included)."""
+    """Refuse arguments that name paths outside the workspace (``--opt=/x`` included).
+
+    Every argument is read as a possible path: its real path (``..`` and symlinks resolved) must stay in
+    the workspace. Text that is not a path resolves to a name inside it and passes.
+    """
     value = arg.split("=", 1)[1] if arg.startswith("-") and "=" in arg else arg
     if value.startswith(("/", "~")):
         raise ToolError(f"argument {arg!r} is an absolute path; use paths relative to the workspace")
-    if ".." in PurePosixPath(value).parts:
-        ws.resolve(value)
+    try:
+        real = (ws.root / value).resolve()
+    except (OSError, ValueError) as exc:  # a NUL byte, a name too long for the OS, a symlink loop
+        raise ToolError(f"argument {arg!r} cannot be used: {exc}") from None
+    if real != ws.root and not real.is_relative_to(ws.root):
+        raise ToolError(f"argument {arg!r} leads outside the workspace (through '..' or a symlink); "
+                        f"paths must stay inside it")
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    # The group outlives its leader: kill it even when the command already exited.
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
-        proc.kill()
+        if proc.poll() is None:
+            proc.kill()
     proc.wait()
 
 
@@ -266,9 +334,12 @@ _TOOL_SPECS: tuple[tuple[str, str, dict[str, dict[str, Any]], tuple[str, ...], C
 )
 
 
-def make_tools(workspace: Workspace | Path | str) -> dict[str, Tool]:
-    """The default registry: read_file, write_file, list_dir, search, run_command bound to a workspace."""
-    ws = workspace if isinstance(workspace, Workspace) else Workspace(Path(workspace))
+def make_tools(workspace: Workspace | Path | str, *, sandbox: str = "auto") -> dict[str, Tool]:
+    """The default registry: read_file, write_file, list_dir, search, run_command bound to a workspace.
+
+    ``sandbox`` applies when ``workspace`` is a path (a :class:`Workspace` carries its own).
+    """
+    ws = workspace if isinstance(workspace, Workspace) else Workspace(Path(workspace), sandbox=sandbox)
     return {name: Tool(name, desc, params, required, partial(fn, ws))
             for name, desc, params, required, fn in _TOOL_SPECS}
 
