@@ -216,3 +216,15 @@ def test_follow_log_yields_every_line_and_ends_with_the_process(tmp_path):
     lines = list(manager.follow_log(log, until_gone=record, offset=log.stat().st_size, poll=0.05))
     proc.wait()
     assert lines == ["line 0", "line 1", "line 2", "no newline at the end"]
+
+
+def test_exit_code_waits_for_a_process_that_is_ending():
+    # `serve run` asks for the status right after the server's pid vanished; poll() alone
+    # could answer None before the kernel had the status ready ("status None" in the message).
+    from punie.serve import ServerProcess
+
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.5); raise SystemExit(3)"])
+    server = ServerProcess()
+    server._started = manager.Started(record=_record(), process=proc)
+    assert server.exit_code() is None
+    assert server.exit_code(wait=30) == 3

@@ -81,7 +81,7 @@ def run(
             err.print(f"Stopping '{server.name}' ...")
             return
         raise ServeError(f"server '{server.name}' (pid {server.pid}) exited on its own "
-                         f"(status {server.exit_code()}); see its log above.")
+                         f"(status {server.exit_code(wait=5.0)}); see its log above.")
 
 
 @app.command("status")

@@ -12,6 +12,7 @@ the server notices that its parent is gone and exits by itself (see
 from __future__ import annotations
 
 import signal
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -95,9 +96,20 @@ class ServerProcess:
     def log(self) -> Path:
         return Path(self.record.log)
 
-    def exit_code(self) -> int | None:
-        """The server process's exit status (negative: killed by that signal), None while it runs."""
-        return self._started.process.poll() if self._started else None
+    def exit_code(self, wait: float = 0.0) -> int | None:
+        """The server process's exit status (negative: killed by that signal), None while it runs.
+
+        ``wait`` gives a process that was just seen gone time to be reaped: its pid can
+        vanish from the process table a moment before ``waitpid`` reports its status.
+        """
+        if self._started is None:
+            return None
+        if wait <= 0:
+            return self._started.process.poll()
+        try:
+            return self._started.process.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            return None
 
     def alive(self) -> bool:
         return self._started is not None and self._started.process.poll() is None
