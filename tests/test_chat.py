@@ -38,8 +38,11 @@ def test_mlx_lm_sees_tool_calling_with_json_tools_parser(tokenizer):
     assert parsed == {"name": "read_file", "arguments": {"path": "a"}}
 
 
-def test_tools_and_calls_render_in_the_parsed_format(tokenizer):
-    text = render(tokenizer, conversation(), [READ_FILE])
+@pytest.mark.slow
+def test_tools_and_calls_render_in_the_parsed_format(default_model):
+    from mlx_lm.tokenizer_utils import load
+
+    text = render(load(default_model), conversation(), [READ_FILE])  # the real model's template and system prompt
     assert "<tools>\nread_file(path: string): Read a file.\n</tools>" in text  # the schema reaches the model
     assert '<tool_call>\n{"name": "read_file", "arguments": {"path": "setup.cfg"}}\n</tool_call><|im_end|>' in text
     assert "<|im_start|>tool\n<tool_response>\n[metadata]\nname = demo\n</tool_response><|im_end|>" in text

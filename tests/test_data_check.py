@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
+import punie.data
 from punie.data.check import check_data_dir, write_summary
 from punie.errors import DataError
+from punie.report.data_card import write_check_outputs
 
 TOOLS = [
     {"type": "function", "function": {"name": "read_file", "description": "Read a file",
@@ -352,12 +354,12 @@ def test_sequences_over_max_seq_length_are_counted(tmp_path, tokenizer):
     long = bad_messages(messages=[{"role": "user", "content": " ".join(WORDS * 60)},
                                   {"role": "assistant", "content": "ok"}])
     replace_train(data, {7: long})
-    report = check_data_dir(data, tokenizer, max_seq_length=400)
+    report = check_data_dir(data, tokenizer, max_seq_length=2000)
     assert report.ok
     train = report.splits["train"]
     assert train.too_long_lines == [7]
     assert train.tokens["too_long"] == 1 and train.tokens["histogram"][-1]["count"] == 1
-    assert train.tokens["max"] > 400
+    assert train.tokens["max"] > 2000
     (finding,) = [f for f in report.warnings if f.code == "too-long"]
     assert "1 of 12 records" in finding.message and "lines 7" in finding.message
 
@@ -438,7 +440,7 @@ def test_write_summary_and_card(tmp_path, tokenizer):
     data = make_dir(tmp_path / "data")
     replace_train(data, {3: SHAPE_CASES["undeclared-tool"], 4: {"text": "<script>alert(1)</script>"}})
     report = check_data_dir(data, tokenizer)
-    summary, card = write_summary(report, tmp_path / "out")
+    summary, card = write_check_outputs(report, tmp_path / "out")
     saved = json.loads(summary.read_text())
     assert saved["ok"] is False
     assert saved["counts"]["by_code"]["undeclared-tool"] == 1
@@ -448,7 +450,7 @@ def test_write_summary_and_card(tmp_path, tokenizer):
     html = card.read_text()
     assert "Data card" in html and "undeclared-tool" in html and "read_file" in html
     assert "<script>alert" not in html  # record text is escaped
-    write_summary(report, tmp_path / "out")  # punie's own files are replaced
+    write_check_outputs(report, tmp_path / "out")  # punie's own files are replaced
 
 
 def test_write_summary_refuses_to_overwrite_a_foreign_file(tmp_path):
@@ -457,6 +459,25 @@ def test_write_summary_refuses_to_overwrite_a_foreign_file(tmp_path):
     with pytest.raises(DataError, match="not written by"):
         write_summary(report, tmp_path)
     assert (tmp_path / "summary.json").read_text() == '{"mine": true}'
+    (tmp_path / "summary.json").unlink()
+    (tmp_path / "data_card.html").write_text("<p>my notes</p>")
+    with pytest.raises(DataError, match="data_card.html exists and was not written by"):
+        write_check_outputs(report, tmp_path)
+    assert (tmp_path / "data_card.html").read_text() == "<p>my notes</p>" and not (tmp_path / "summary.json").exists()
+
+
+def test_data_is_a_leaf_package():
+    """punie.data imports nothing from the packages built on it (the data card lives in punie.report)."""
+    import ast
+
+    src = Path(punie.data.__file__).parent
+    for module in src.glob("*.py"):
+        for node in ast.walk(ast.parse(module.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            for name in names:
+                assert not name.startswith(("punie.report", "punie.eval", "punie.training", "punie.traces",
+                                            "punie.serve", "punie.cli")), f"{module.name} imports {name}"
 
 
 def test_raise_for_errors_lists_the_first_errors(tmp_path):

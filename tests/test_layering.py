@@ -26,9 +26,7 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
 
 # Imports that break a rule and are removed on another branch (module, imported): delete an entry once it is gone;
 # the test fails while an entry is stale, so none outlives its import.
-ALLOWED: set[tuple[str, str]] = {
-    ("punie.data.check", "punie.report.templates"),  # the packaging branch moves the data card to report/
-}
+ALLOWED: set[tuple[str, str]] = set()
 
 
 def module_name(path: Path) -> str:

@@ -137,7 +137,7 @@ def test_the_suite_loads_with_the_eval_loader_and_accepts_path_spellings(suite):
 
 def test_held_out_files_exist_in_the_workspace_but_not_in_the_training_copy(tmp_path):
     source = default_workspace()
-    assert source == DATA / "workspace"
+    assert source.resolve() == (DATA / "workspace").resolve()  # the packaged workspace is data/workspace
     copy = training_workspace(source, tmp_path / "copy")
     for path in demo_tasks.HELD_OUT_FILES:
         assert (source / path).is_file() and not (copy / path).exists(), path

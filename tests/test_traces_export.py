@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from punie.data.split import split_groups
 from punie.errors import ConfigError, DataError
 from punie.traces.export import assign_splits, expand, export_traces, parse_split
 from punie.traces.store import Trace, TraceStore
@@ -161,11 +162,22 @@ def test_only_successful_and_empty_splits(tmp_path):
     assert json.loads((out / "train.jsonl").read_text())["messages"][-1]["content"] == "Hello!"
 
 
-@pytest.mark.parametrize("text,message", [("0.8,0.2", "three numbers"), ("a,b,c", "three numbers"),
-                                          ("0.5,0.1,0.1", "sum to 1"), ("0,0.5,0.5", "train must be > 0")])
+@pytest.mark.parametrize("text,message", [("a,b,c", "expected numbers"), ("0.5,0.1,0.1", "sum to 1"),
+                                          ("0,0.5,0.5", "train above 0"), ("0.4,0.3,0.2,0.1", "2 or 3")])
 def test_bad_split_is_a_config_error(text, message):
-    with pytest.raises(ConfigError, match=message):
+    with pytest.raises(ConfigError, match=f"--split '{text}'.*{message}"):
         parse_split(text)
+
+
+def test_split_is_parsed_and_assigned_as_punie_data_split_does():
+    assert parse_split("0.8,0.2") == (0.8, 0.2, 0.0)  # two shares: no test split, as in 'punie data split'
+    traces = [direct(category="ab"[i % 2], task=f"t{i}") for i in range(40)]
+    for i, trace in enumerate(traces):
+        trace.id = i + 1
+    strata = {label: [[i] for i, t in enumerate(traces) if t.category == label] for label in "ab"}
+    want = split_groups(strata, (0.8, 0.1, 0.1), seed=3)
+    got = assign_splits(list(reversed(traces)), (0.8, 0.1, 0.1), seed=3)
+    assert [[t.id - 1 for t in got[name]] for name in ("train", "valid", "test")] == want
 
 
 def test_cli_export(run_cli, tiny_model, tmp_path):
@@ -179,7 +191,7 @@ def test_cli_export(run_cli, tiny_model, tmp_path):
     lines = (tmp_path / "out" / "train.jsonl").read_text().splitlines()
     assert len(lines) > 0 and all("messages" in json.loads(line) for line in lines)
     bad = run_cli("traces", "export", "--out", str(tmp_path / "o2"), "--split", "1,1,1", "--no-check")
-    assert bad.returncode == 1 and "Error: split" in bad.stderr
+    assert bad.returncode == 1 and "Error: --split '1,1,1' sums to 3" in bad.stderr
 
 
 def test_api_messages_with_broken_calls_are_kept_visible_and_rejected():

@@ -39,10 +39,9 @@ def run_demo(out: Path | None = None, *, seed: int = 42, iters: int | None = Non
              on_stage: Callable[[str, str], None] | None = None, train_callback: Any = None,
              eval_progress: Callable[[Any], None] | None = None, eval_cases: int | None = None) -> DemoResult:
     """Run the whole loop into ``out``; ``eval_cases`` evaluates an evenly spread subset (for quick checks)."""
-    from mlx_lm.tokenizer_utils import load as load_tokenizer
-
     from punie.eval import run_eval
     from punie.models import registry
+    from punie.models.loading import load_tokenizer
     from punie.report.eval_report import write_report
     from punie.traces import demo_data
     from punie.training import TrainConfig, train
@@ -56,7 +55,7 @@ def run_demo(out: Path | None = None, *, seed: int = 42, iters: int | None = Non
     stage("import", "Importing the default model (first run only)")
     model = str(registry.pull_default())
     stage("traces", "Recording agent traces and exporting training data")
-    data = demo_data.generate(out / "data", seed=seed, tokenizer=load_tokenizer(Path(model)))
+    data = demo_data.generate(out / "data", seed=seed, tokenizer=load_tokenizer(model))
     stage("train", f"Training a LoRA adapter on {data.export.examples.get('train', '?')} examples")
     settings: dict[str, Any] = DEMO_TRAINING | ({"iters": iters} if iters else {}) | {"seed": seed}
     config = TrainConfig(data=out / "data", model=model, output=out / "adapter", **settings)

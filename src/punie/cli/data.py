@@ -20,25 +20,6 @@ app = typer.Typer(help="Check, split, balance and import datasets.", no_args_is_
 SHOWN_PER_CODE = 20
 
 
-def load_tokenizer(model: str | None) -> Any:
-    """The tokenizer of a ``--model`` value, without loading the weights."""
-    from mlx_lm.tokenizer_utils import load
-
-    from punie.errors import ModelError
-    from punie.models.registry import resolve_model
-
-    spec = resolve_model(model)
-    path = Path(spec)
-    if not path.is_dir():  # a hub repo id: fetch only the tokenizer files
-        from mlx_lm.utils import _download
-
-        path = _download(spec, allow_patterns=["*.json", "*.jinja", "tokenizer*"])
-    try:
-        return load(path)
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"cannot load the tokenizer of {spec}: {exc}") from exc
-
-
 @app.command("check")
 def check(
     data_dir: Annotated[Path, typer.Argument(help="Directory with train.jsonl, valid.jsonl and test.jsonl.")],
@@ -52,14 +33,16 @@ def check(
     show_all: Annotated[bool, typer.Option("--all", help="Print every finding, not the first 20 per check.")] = False,
 ) -> None:
     """Validate every record of a data directory; exit 1 on errors (warnings do not fail)."""
-    from punie.data.check import check_data_dir, write_summary
+    from punie.data.check import check_data_dir
     from punie.errors import DataError
+    from punie.models.loading import load_tokenizer
+    from punie.report.data_card import write_check_outputs
 
     tokenizer = None if no_tokenizer else load_tokenizer(model)
     with err.status(f"Checking {data_dir} ..."):
         report = check_data_dir(data_dir, tokenizer, max_seq_length=max_seq_length, max_label_ratio=max_label_ratio)
     print_check_report(report, show_all=show_all)
-    summary, card = write_summary(report, out_dir or data_dir)
+    summary, card = write_check_outputs(report, out_dir or data_dir)
     out.print(f"Wrote {summary} and {card}")
     if not report.ok:
         raise DataError(f"{len(report.errors)} errors in {data_dir} (listed above and in {summary})")

@@ -128,7 +128,8 @@ def export(
                                              "template.")] = True,
 ) -> None:
     """Write traces as mlx-lm 'tools' data, one example per assistant turn, split by category."""
-    from punie.traces.export import export_traces, load_tokenizer, parse_split
+    from punie.models.loading import load_tokenizer
+    from punie.traces.export import export_traces, parse_split
     from punie.traces.store import TraceStore
 
     fractions = parse_split(split)
@@ -187,8 +188,8 @@ def demo_data(
                                                         "data/workspace).")] = None,
 ) -> None:
     """Regenerate the demo traces (scripted policy, real tools), record them and export them."""
+    from punie.models.loading import load_tokenizer
     from punie.traces import demo_data as generator
-    from punie.traces.export import load_tokenizer
     from punie.traces.store import TraceStore
 
     tokenizer = load_tokenizer(model)

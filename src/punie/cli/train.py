@@ -53,17 +53,14 @@ def train(
     force: Annotated[bool, typer.Option(help="Replace an existing --output directory.")] = False,
 ) -> None:
     """Fine-tune a model (LoRA by default) on DATA_DIR; writes an adapter mlx-lm loads as is."""
-    from punie.errors import ConfigError
+    from punie.data.importer import parse_mapping
     from punie.training import TrainingInterrupted, resolve_config
     from punie.training import train as run_training
 
     given: dict[str, Any] = {k: v for k, v in locals().items()
                              if k in TrainConfig.model_fields and v is not None}
     if hf_field:
-        pairs = [f.split("=", 1) for f in hf_field]
-        if any(len(p) != 2 for p in pairs):
-            raise ConfigError(f"--hf-field takes FIELD=COLUMN, got {hf_field!r}.")
-        given["hf_fields"] = dict(pairs)
+        given["hf_fields"] = parse_mapping(hf_field, option="--hf-field")
     if check is not None:
         given["check_data"] = check
     if resume:

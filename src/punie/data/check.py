@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from punie import fileio
 from punie.chat.toolcalls import roundtrip_errors
 from punie.data.dedupe import DuplicateIndex, RecordKeys, record_keys
 from punie.data.findings import CODES, ERROR, Finding, severity
@@ -278,22 +279,19 @@ def _check_leakage(report: CheckReport, loaded: dict[str, list[_Row]]) -> None:
                            "duplicates in one split")
 
 
-def write_summary(report: CheckReport, out_dir: Path) -> tuple[Path, Path]:
-    """Write ``summary.json`` and ``data_card.html`` into ``out_dir``; never over a file punie did not write."""
-    from punie import fileio
-    from punie.report.templates import render_template
+def write_summary(report: CheckReport, out_dir: Path) -> Path:
+    """Write ``summary.json`` into ``out_dir``; never over a file punie did not write.
 
-    out_dir = Path(out_dir)
-    summary, card = out_dir / "summary.json", out_dir / "data_card.html"
-    _refuse_foreign(summary, f'"{SUMMARY_MARKER}"')
-    _refuse_foreign(card, 'content="punie data check"')
-    data = report.to_dict()
-    fileio.write_json(summary, data)
-    fileio.write_text(card, render_template("data_card.html.j2", report=data))
-    return summary, card
+    The HTML data card beside it is rendered by :mod:`punie.report.data_card` (data stays a leaf package).
+    """
+    summary = Path(out_dir) / "summary.json"
+    refuse_foreign(summary, f'"{SUMMARY_MARKER}"')
+    fileio.write_json(summary, report.to_dict())
+    return summary
 
 
-def _refuse_foreign(path: Path, marker: str) -> None:
+def refuse_foreign(path: Path, marker: str) -> None:
+    """DataError if ``path`` exists without ``marker`` near its start, i.e. 'punie data check' did not write it."""
     if path.exists() and marker not in path.read_text(encoding="utf-8", errors="replace")[:4000]:
         raise DataError(f"{path} exists and was not written by 'punie data check'; move it away or pass another "
                         "output directory (--out)")

@@ -23,25 +23,24 @@ from punie import fileio
 from punie.data.findings import ERROR, Finding, severity
 from punie.data.formats import FORMATS, read_jsonl
 from punie.data.schema import validate_record
+from punie.data.split import canonical_split
 from punie.errors import ConfigError, DataError
 
 TURN_FIELDS = ("system", "user", "assistant")
 JSON_FIELDS = frozenset({"messages", "tools", "chosen", "rejected"})
 TEXT_FIELDS = frozenset({"prompt", "completion", "text", "chosen", "rejected", *TURN_FIELDS})
 METADATA_COLUMNS = ("id", "category", "label", "route")
-SPLIT_ALIASES = {"train": "train", "training": "train", "validation": "valid", "valid": "valid", "val": "valid",
-                 "dev": "valid", "test": "test", "testing": "test"}
 ALL_FILE = "all.jsonl"
 Rows = list[dict[str, Any]]
 
 
-def parse_mapping(items: list[str]) -> dict[str, str]:
-    """``["prompt=question", ...]`` -> ``{"prompt": "question"}``."""
+def parse_mapping(items: list[str], *, option: str = "--map") -> dict[str, str]:
+    """``["prompt=question", ...]`` -> ``{"prompt": "question"}`` (``--map`` here, ``--hf-field`` for training)."""
     mapping = {}
     for item in items:
         target, sep, column = item.partition("=")
         if not sep or not target.strip() or not column.strip():
-            raise ConfigError(f"--map {item!r}: expected FIELD=COLUMN, e.g. --map prompt=question")
+            raise ConfigError(f"{option} {item!r}: expected FIELD=COLUMN, e.g. {option} prompt=question")
         mapping[target.strip()] = column.strip()
     return mapping
 
@@ -208,7 +207,7 @@ def import_dataset(source: str, out_dir: Path, *, fmt: str, mapping: dict[str, s
 
 def _targets(source: str, splits: dict[str, Rows], out_dir: Path, force: bool) -> dict[str, list[str]]:
     """Output file -> source splits written to it."""
-    known = {name: SPLIT_ALIASES.get(name.lower()) for name in splits}
+    known = {name: canonical_split(name) for name in splits}
     if len(splits) > 1 and all(known.values()) and "train" in known.values():
         targets: dict[str, list[str]] = {}
         for name, punie_name in known.items():

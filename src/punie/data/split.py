@@ -33,20 +33,33 @@ from punie.errors import ConfigError, DataError
 
 SPLIT_NAMES = ("train", "valid", "test")
 NO_LABEL = "(none)"
+# What datasets (Hugging Face and others) call punie's three splits.
+SPLIT_ALIASES = {"train": "train", "training": "train", "validation": "valid", "valid": "valid", "val": "valid",
+                 "dev": "valid", "test": "test", "testing": "test"}
 
 
-def parse_ratios(text: str) -> tuple[float, ...]:
+def canonical_split(name: str) -> str | None:
+    """punie's name (train, valid or test) for a dataset's split name, or None if it is none of them."""
+    return SPLIT_ALIASES.get(name.strip().lower())
+
+
+def parse_ratios(text: str, *, option: str = "--ratios") -> tuple[float, ...]:
     """``"0.8,0.1,0.1"`` -> (0.8, 0.1, 0.1): two or three non-negative shares summing to 1, train's above 0."""
     try:
         ratios = tuple(float(part) for part in text.split(","))
     except ValueError as exc:
-        raise ConfigError(f"--ratios {text!r}: expected numbers like 0.8,0.1,0.1") from exc
+        raise ConfigError(f"{option} {text!r}: expected numbers like 0.8,0.1,0.1") from exc
+    return check_ratios(ratios, where=f"{option} {text!r}")
+
+
+def check_ratios(ratios: tuple[float, ...], *, where: str | None = None) -> tuple[float, ...]:
+    """``ratios`` if they are shares of train, valid[, test]; ConfigError naming ``where`` otherwise."""
+    where = where or f"split ratios {','.join(f'{r:g}' for r in ratios)}"
     if len(ratios) not in (2, 3) or any(r < 0 for r in ratios) or ratios[0] <= 0:
-        raise ConfigError(f"--ratios {text!r}: expected 2 or 3 non-negative shares (train, valid[, test]) "
-                          "with train above 0")
+        raise ConfigError(f"{where}: expected 2 or 3 non-negative shares (train, valid[, test]) with train above 0")
     if abs(sum(ratios) - 1) > 1e-6:
-        raise ConfigError(f"--ratios {text!r} sums to {sum(ratios):g}; the shares must sum to 1")
-    return ratios
+        raise ConfigError(f"{where} sums to {sum(ratios):g}; the shares must sum to 1")
+    return tuple(ratios)
 
 
 def _format_or_none(record: dict[str, Any]) -> str | None:
@@ -67,12 +80,20 @@ def split_records(records: list[dict[str, Any]], ratios: tuple[float, ...], *, s
         first = records[members[0]]
         label = label_of(first, _format_or_none(first), stratify) if stratify else None
         strata.setdefault(label if label is not None else NO_LABEL, []).append(members)
+    return split_groups(strata, ratios, seed=seed)
+
+
+def split_groups(strata: dict[str, list[list[int]]], ratios: tuple[float, ...], *, seed: int = 42) -> list[list[int]]:
+    """Steps 2 and 3 of the module docstring: groups of indices, by label, dealt out in the ratios.
+
+    Returns the indices per split (ascending), one list per ratio; a group's members stay together.
+    """
     rng = random.Random(seed)
     assigned = [0] * len(ratios)
     chosen: list[list[int]] = [[] for _ in ratios]
     seen = 0
     for label in sorted(strata):
-        block = strata[label]
+        block = list(strata[label])
         rng.shuffle(block)
         for members in block:
             seen += len(members)

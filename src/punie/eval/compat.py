@@ -21,25 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from punie.errors import ModelError
+from punie.models.loading import check_adapter_dir
 
 ARCH_KEYS = ("model_type", "hidden_size", "num_hidden_layers", "intermediate_size", "num_attention_heads",
              "num_key_value_heads", "vocab_size", "head_dim")
-
-
-def check_adapter_dir(adapter: Path) -> dict[str, Any]:
-    """The adapter's config, or a ModelError saying what is missing."""
-    if not adapter.is_dir():
-        raise ModelError(f"adapter {adapter} does not exist (expected a directory with adapter_config.json).")
-    config_path = adapter / "adapter_config.json"
-    if not config_path.is_file():
-        raise ModelError(f"{adapter} is not an adapter directory (no adapter_config.json in it).")
-    if not (adapter / "adapters.safetensors").is_file():
-        raise ModelError(f"{adapter} has no adapters.safetensors; was training interrupted before the first save?")
-    try:
-        config: dict[str, Any] = json.loads(config_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ModelError(f"{config_path} is not valid JSON ({exc.msg}).") from exc
-    return config
 
 
 def check_adapter_matches(adapter: Path, base_dir: Path | None, base_name: str) -> None:

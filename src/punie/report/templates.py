@@ -1,4 +1,4 @@
-"""Render HTML reports from the jinja2 templates in the repository's top-level ``templates/``.
+"""Render HTML reports from the jinja2 templates (``templates/`` in the repository, found by :mod:`punie.assets`).
 
 Autoescaping is on: every value from data or model output is escaped unless a
 template marks it safe. Undefined variables raise, so a typo in a template fails
@@ -13,17 +13,8 @@ from typing import Any
 
 import jinja2
 
-import punie
+from punie.assets import templates_dir
 from punie.errors import PunieError
-
-
-def templates_dir() -> Path:
-    """The ``templates/`` folder: beside ``src/`` in a source checkout (editable install)."""
-    folder = Path(punie.__file__).resolve().parents[2] / "templates"
-    if not folder.is_dir():
-        raise PunieError(f"punie's report templates are missing (looked for {folder}). Install punie from a "
-                         "source checkout ('pip install -e .') so the templates/ folder is present.")
-    return folder
 
 
 @cache

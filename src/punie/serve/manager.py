@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ipaddress
-import json
 import os
 import re
 import subprocess
@@ -12,7 +11,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from punie.errors import ConfigError, ModelError, ServeError
+from punie.errors import ConfigError, ServeError
+from punie.models.loading import check_adapter_dir
 from punie.serve import client, launch, procinfo, state
 from punie.serve.state import ServerRecord
 
@@ -65,18 +65,8 @@ def check_adapter(adapter: Path | str | None) -> str | None:
     """The adapter directory as an absolute path; ModelError before anything starts if it is not one."""
     if adapter is None:
         return None
-    path = Path(adapter).expanduser()
-    if not path.exists():
-        raise ModelError(f"--adapter {adapter}: no such directory. Pass the directory that training wrote "
-                         "(it holds adapter_config.json and adapters.safetensors).")
-    missing = [f for f in ("adapter_config.json", "adapters.safetensors") if not (path / f).is_file()]
-    if missing:
-        raise ModelError(f"--adapter {adapter} is not an adapter directory: {' and '.join(missing)} missing.")
-    try:
-        json.loads((path / "adapter_config.json").read_text())
-    except ValueError as exc:
-        raise ModelError(f"{path / 'adapter_config.json'}: invalid JSON ({exc}).") from exc
-    return str(path.resolve())
+    check_adapter_dir(adapter)
+    return str(Path(adapter).expanduser().resolve())
 
 
 def start_server(options: ServeOptions, *, owned: bool = False) -> Started:

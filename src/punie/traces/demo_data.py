@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from punie import fileio
+from punie.assets import sample_workspace
 from punie.chat.toolcalls import ToolCall, parse_text
 from punie.errors import DataError
 from punie.traces import demo_tasks, sandbox
@@ -40,8 +41,8 @@ Plan = Generator[str, str, None]
 
 
 def default_workspace() -> Path:
-    """``data/workspace`` of the punie source checkout."""
-    return Path(__file__).resolve().parents[3] / "data" / "workspace"
+    """The sample workspace shipped with punie (``data/workspace`` in the repository)."""
+    return sample_workspace()
 
 
 def _call(name: str, **arguments: Any) -> str:

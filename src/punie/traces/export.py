@@ -6,10 +6,9 @@ so a trace with several assistant turns becomes one example per assistant turn:
 the conversation up to and including that turn. Every turn is then supervised.
 
 Splits are made per trace (the turns of one conversation never straddle
-splits), deterministically for a seed, and stratified by category: traces are
-shuffled within each category, the categories laid end to end, and a running
-quota hands every trace a split, so each category gets its share (within one
-trace) and the totals match the fractions.
+splits), deterministically for a seed, and stratified by category, with the
+algorithm of ``punie data split`` (:func:`punie.data.split.split_groups`): each
+category gets its share (within one trace) and the totals match the fractions.
 
 A trace is exported only if every assistant tool call parses, names a declared
 tool and, with a tokenizer, renders through the chat template and parses back
@@ -26,7 +25,8 @@ from typing import Any
 
 from punie import fileio
 from punie.chat.toolcalls import TOOL_CALL_START, parse_message, roundtrip_errors
-from punie.errors import ConfigError, DataError
+from punie.data.split import check_ratios, parse_ratios, split_groups
+from punie.errors import DataError
 from punie.traces.store import SUCCESS, Trace, TraceStore
 
 SPLITS = ("train", "valid", "test")
@@ -51,30 +51,15 @@ class ExportReport:
     checked_with_tokenizer: bool = False
 
 
-def load_tokenizer(model: str | None = None) -> Any:
-    """The tokenizer (with its chat template) of a ``--model`` value, without loading the weights."""
-    from mlx_lm.utils import load_tokenizer as mlx_load_tokenizer
-
-    from punie.models.registry import resolve_model
-
-    return mlx_load_tokenizer(Path(resolve_model(model)))
-
-
 def parse_split(text: str) -> tuple[float, float, float]:
-    """``"0.8,0.1,0.1"`` -> fractions, validated."""
-    try:
-        parts = tuple(float(p) for p in text.split(","))
-    except ValueError:
-        raise ConfigError(f"--split {text!r}: expected three numbers like 0.8,0.1,0.1") from None
-    if len(parts) != 3:
-        raise ConfigError(f"--split {text!r}: expected three numbers (train,valid,test), got {len(parts)}")
-    return check_split(parts)
+    """``"0.8,0.1,0.1"`` -> (train, valid, test) shares, parsed as ``punie data split --ratios`` parses them."""
+    return _three(parse_ratios(text, option="--split"))
 
 
-def check_split(split: tuple[float, float, float]) -> tuple[float, float, float]:
-    if any(f < 0 for f in split) or abs(sum(split) - 1) > 1e-6 or split[0] <= 0:
-        raise ConfigError(f"split {split}: fractions must be >= 0, sum to 1, and train must be > 0")
-    return split
+def _three(ratios: tuple[float, ...]) -> tuple[float, float, float]:
+    """Two shares mean no test split."""
+    train, valid, *test = check_ratios(ratios)
+    return train, valid, test[0] if test else 0.0
 
 
 def training_messages(trace: Trace) -> list[dict[str, Any]]:
@@ -127,38 +112,21 @@ def expand(trace: Trace) -> list[dict[str, Any]]:
     return examples
 
 
-def assign_splits(traces: list[Trace], split: tuple[float, float, float], seed: int) -> dict[str, list[Trace]]:
-    """Stratified, deterministic split of traces (see the module docstring)."""
-    by_category: dict[str, list[Trace]] = {}
-    for trace in sorted(traces, key=lambda t: t.id or 0):
-        by_category.setdefault(trace.category or _UNCATEGORIZED, []).append(trace)
-    ordered: list[Trace] = []
-    for category in sorted(by_category):
-        group = by_category[category]
-        random.Random(f"{seed}:{category}").shuffle(group)
-        ordered.extend(group)
-    out: dict[str, list[Trace]] = {name: [] for name in SPLITS}
-    # Quotas start half full so that small sets still get a valid and a test trace early.
-    owed_valid, owed_test = 0.5, 0.5
-    for trace in ordered:
-        owed_valid += split[1]
-        owed_test += split[2]
-        if owed_valid >= 1 - 1e-9:
-            out["valid"].append(trace)
-            owed_valid -= 1
-        elif owed_test >= 1 - 1e-9:
-            out["test"].append(trace)
-            owed_test -= 1
-        else:
-            out["train"].append(trace)
-    return out
+def assign_splits(traces: list[Trace], split: tuple[float, ...], seed: int) -> dict[str, list[Trace]]:
+    """Stratified by category, deterministic: the algorithm of ``punie data split`` with one trace per group."""
+    ordered = sorted(traces, key=lambda t: t.id or 0)
+    strata: dict[str, list[list[int]]] = {}
+    for index, trace in enumerate(ordered):
+        strata.setdefault(trace.category or _UNCATEGORIZED, []).append([index])
+    parts = split_groups(strata, _three(split), seed=seed)
+    return {name: [ordered[i] for i in indices] for name, indices in zip(SPLITS, parts, strict=True)}
 
 
-def export_traces(store: TraceStore, out_dir: Path | str, *, split: tuple[float, float, float] = (0.8, 0.1, 0.1),
+def export_traces(store: TraceStore, out_dir: Path | str, *, split: tuple[float, ...] = (0.8, 0.1, 0.1),
                   seed: int = 42, only_successful: bool = False, tokenizer: Any = None, source: str | None = None,
                   category: str | None = None, ids: list[int] | None = None) -> ExportReport:
     """Write train/valid/test.jsonl (and export.json, a manifest) from the store into ``out_dir``."""
-    check_split(split)
+    split = _three(split)
     out_dir = Path(out_dir)
     report = ExportReport(out_dir=out_dir, checked_with_tokenizer=tokenizer is not None)
     usable = []

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from punie.data.formats import detect_format, read_jsonl
+from punie.data.split import canonical_split
 from punie.errors import DataError
 from punie.training.config import TrainConfig
 
@@ -83,11 +84,10 @@ def _load_hf(name: str, fields: dict[str, str]) -> dict[str, list[dict[str, Any]
         raise DataError(f"--hf-dataset {name!r}: cannot load it ({exc}).") from exc
     if not isinstance(ds, datasets.DatasetDict):
         raise DataError(f"--hf-dataset {name!r} is a single split; it needs train and validation splits.")
-    aliases = {"train": "train", "valid": "valid", "validation": "valid", "test": "test"}
     found: dict[str, list[dict[str, Any]]] = {}
     for split_name, split in ds.items():
-        if split_name in aliases:
-            found[aliases[split_name]] = [_map_fields(row, fields) for row in split]
+        if (ours := canonical_split(split_name)) is not None:
+            found[ours] = [_map_fields(row, fields) for row in split]
     _require_splits(found, f"--hf-dataset {name}")
     return found
 
