@@ -198,7 +198,9 @@ def test_cli_ctrl_c_keeps_finished_cases(tiny_model, strong_adapter, tmp_path, p
     data = json.loads((out / "results.json").read_text())
     assert data["interrupted"] is True
     assert len(data["runs"][0]["cases"]) == 48
-    assert len(data["runs"][1]["cases"]) < 48
+    # The signal can land while the baseline's results.json is still being written, before the
+    # adapter run is started: then there is no second run. Either way it must be unfinished.
+    assert len(data["runs"]) == 1 or len(data["runs"][1]["cases"]) < 48
     assert (out / "report.html").is_file()
 
 
