@@ -141,6 +141,7 @@ class EvalResults:
     error: str | None = None
     created: str = ""
     out_dir: Path | None = None
+    warnings: list[str] = field(default_factory=list)  # e.g. an adapter evaluated on another base (--force)
 
     def comparisons(self) -> list[dict[str, Any]]:
         base = next((r for r in self.runs if r.adapter is None), None)
@@ -160,6 +161,7 @@ class EvalResults:
             "suite": {"path": self.suite_path, "sha256": self.suite_sha256, "cases": len(self.cases)},
             "model": self.model, "engine": self.engine, "max_tokens": self.max_tokens,
             "interrupted": self.interrupted, "error": self.error,
+            "warnings": self.warnings,
             "runs": [{"name": r.name, "adapter": r.adapter, "metrics_path": r.metrics_path,
                       "summary": r.summary(self.cases), "cases": [asdict(c) for c in r.cases]} for r in self.runs],
             "comparisons": self.comparisons(),
