@@ -127,7 +127,7 @@ def test_cli_refuses_then_forces_with_a_warning(tiny_model, other_seed, trained,
     assert "Warning:" in forced.stderr and "Evaluated anyway (--force)" in forced.stderr
     again = run_cli(*args, "--force")  # --force also replaces the results in --out
     assert again.returncode == 0, again.stderr
-    kept = run_cli(*args[:-2])  # neither --force nor a --max-tokens change: --out is not replaced
+    kept = run_cli(*args)  # without --force the results now in --out are kept
     assert kept.returncode == 1 and "already holds results.json" in kept.stderr
 
 

@@ -220,3 +220,21 @@ def test_resume_without_a_run_and_a_foreign_directory(data_dir, tiny_model, tmp_
     with pytest.raises(ConfigError, match="is not a punie training run"):
         train(config(data_dir, tiny_model, foreign), resume=True)
     assert (foreign / "mine.txt").read_text() == "keep me"
+
+
+def test_a_run_another_live_process_is_training_is_refused(data_dir, tiny_model, tmp_path):  # noqa: F811
+    from punie.serve import procinfo
+
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        out = tmp_path / "run"
+        out.mkdir()
+        start = procinfo.read(other.pid).start
+        RunDir(out).write_manifest({"status": "running", "config": {}, "process": {"pid": other.pid, "start": start}})
+        for resume, force in ((True, False), (False, True)):
+            with pytest.raises(ConfigError, match=f"being trained right now by process {other.pid}"):
+                train(config(data_dir, tiny_model, out), resume=resume, force=force)
+        assert RunDir(out).read_manifest()["process"]["pid"] == other.pid  # left alone
+    finally:
+        other.kill()
+        other.wait()

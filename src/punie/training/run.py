@@ -10,6 +10,7 @@ its data or settings leaves the disk as it was: no empty directory, and a
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -90,7 +91,7 @@ def train(config: TrainConfig, callback: TrainingCallback | None = None, *, resu
     _write_manifest(run, manifest, status="running")
     try:
         state = trainer.run()
-    except TrainingInterrupted:
+    except (TrainingInterrupted, KeyboardInterrupt):  # the latter: Ctrl-C outside the loop's own handling
         _write_manifest(run, manifest, status="interrupted", state=trainer.state)
         raise
     except Exception:  # TrainingError (a NaN), or anything unexpected: the manifest must not say "running"
@@ -108,9 +109,8 @@ def _plan_output(run: RunDir, config: TrainConfig, *, resume: bool, force: bool)
         raise ConfigError(f"--output {output} is a file; choose a directory.")
     exists = output.is_dir() and any(output.iterdir())
     manifest = run.read_manifest() if exists else None
-    if manifest is not None and manifest.get("status") == "running" and \
-            rundir.training_process_alive(manifest.get("process")):
-        pid = manifest["process"]["pid"]
+    pid = _training_now(manifest)
+    if pid is not None:
         raise ConfigError(f"{output} is being trained right now by process {pid}; wait for it to finish or stop it "
                           "(Ctrl-C), or choose another --output.")
     if resume:
@@ -134,6 +134,16 @@ def _plan_output(run: RunDir, config: TrainConfig, *, resume: bool, force: bool)
         raise ConfigError(f"{output} holds a punie training run ({run.status()}{where}); pass --resume to continue "
                           "it, --force to replace it, or choose another --output.")
     return _OutputPlan(replace=exists)
+
+
+def _training_now(manifest: dict[str, Any] | None) -> int | None:
+    """The pid of another live process training this run, if any."""
+    if manifest is None or manifest.get("status") != "running":
+        return None
+    process: dict[str, Any] = manifest.get("process") or {}
+    if not rundir.training_process_alive(process) or process["pid"] == os.getpid():
+        return None  # gone (killed), or this very process, which left it "running" and is not training it now
+    return int(process["pid"])
 
 
 def _claim_output(run: RunDir, plan: _OutputPlan) -> None:
