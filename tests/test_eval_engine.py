@@ -221,7 +221,7 @@ def test_manifest_of_another_base_is_refused(tiny_model, adapters, tmp_path):
 
     copy = Path(shutil.copytree(adapters["zero"], tmp_path / "zero-copy"))
     (copy / "manifest.json").write_text(json.dumps({"base_model": {"model_id": "Qwen2.5-0.5B"}}))
-    with pytest.raises(ModelError, match="manifest base model id 'Qwen2.5-0.5B', base here 'tiny-random-llama'"):
+    with pytest.raises(ModelError, match="model id .Qwen2.5-0.5B. vs .tiny-random-llama."):
         run_eval(write_suite(tmp_path / "suite.jsonl"), model=str(tiny_model), adapters=[copy],
                  out_dir=tmp_path / "out")
 

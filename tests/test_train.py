@@ -13,7 +13,7 @@ import pytest
 
 from punie import blas
 from punie.errors import ConfigError, DataError
-from punie.training import TrainConfig, TrainingError, TrainingInterrupted, checkpoints, resolve_config, train
+from punie.training import TrainConfig, TrainingError, checkpoints, resolve_config, train
 
 TOOLS = [{"type": "function", "function": {"name": "read_file", "description": "Read a file.", "parameters": {
     "type": "object", "properties": {"path": {"type": "string"}}, "required": ["path"]}}}]
@@ -78,32 +78,6 @@ def test_prompt_tokens_carry_no_loss(data_dir, tiny_model):
     split = tokenize_split("train", [tool_record(0)], tok, "tools", mask_prompt=True, max_seq_length=2048)
     target = tok.decode(split.tokens[0][split.offsets[0]:])
     assert target.startswith('<tool_call>\n{"name": "read_file"') and target.endswith("</tool_call><|im_end|>\n")
-
-
-def test_interrupted_then_resumed_run_matches_an_uninterrupted_one(data_dir, tiny_model, tmp_path):
-    kw = dict(iters=8, lr_schedule="cosine", warmup=2, dropout=0.1, save_every=4)
-    straight = train(config(data_dir, tiny_model, tmp_path / "a", **kw))
-
-    class CtrlCAt:
-        def __init__(self, step):
-            self.step = step
-
-        def on_report(self, report):
-            if report["iteration"] == self.step and "train_loss" in report:
-                raise KeyboardInterrupt
-
-    with pytest.raises(TrainingInterrupted) as info:
-        train(config(data_dir, tiny_model, tmp_path / "b", **kw), CtrlCAt(5))
-    assert info.value.step == 5
-    assert json.loads((tmp_path / "b" / "manifest.json").read_text())["status"] == "interrupted"
-    resumed = train(config(data_dir, tiny_model, tmp_path / "b", **kw), resume=True)
-
-    def curve(result):
-        return [(m["iteration"], m["train_loss"], m["learning_rate"]) for m in result.metrics if "train_loss" in m]
-
-    np.testing.assert_allclose(np.array(curve(resumed)), np.array(curve(straight)), rtol=1e-5)
-    a, b = mx.load(str(tmp_path / "a" / "adapters.safetensors")), mx.load(str(tmp_path / "b" / "adapters.safetensors"))
-    assert all(np.allclose(np.array(a[k]), np.array(b[k]), atol=1e-6) for k in a)
 
 
 def test_incomplete_checkpoints_are_ignored(tmp_path):

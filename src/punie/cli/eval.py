@@ -26,6 +26,8 @@ def eval_command(
     batch_size: Annotated[int, typer.Option(help="Cases generated together (inprocess engine).")] = 16,
     out_dir: Annotated[Path | None, typer.Option(
         "--out", help="Output directory for results.json and report.html (default: a new one under runs/).")] = None,
+    force: Annotated[bool, typer.Option(help="Replace results already in --out; evaluate an adapter on a base "
+                                             "model other than the one it records.")] = False,
 ) -> None:
     """Run the baseline and each --adapter on the same cases and report what changed."""
     from punie.eval import run_eval
@@ -35,7 +37,9 @@ def eval_command(
     with progress.bars:
         results = run_eval(suite, model=model, adapters=adapter or [], engine=engine, max_tokens=max_tokens,
                            out_dir=out_dir, progress=progress, endpoint=endpoint, batch_size=batch_size,
-                           on_written=write_report)
+                           on_written=write_report, force=force)
+    for warning in results.warnings:
+        err.print(f"[yellow]Warning:[/] {warning}")
     data = results.to_dict()
     out.print(_summary_table(data))
     for comp in data["comparisons"]:

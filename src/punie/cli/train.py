@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -71,8 +70,8 @@ def train(
         with display:
             result = run_training(config, display, resume=resume, force=force)
     except TrainingInterrupted as exc:
-        err.print(f"[yellow]Interrupted at step {exc.step}.[/] Continue with: punie train --output {exc.output} "
-                  "--resume")
+        saved = f"checkpoint saved at step {exc.step}" if exc.step else "no checkpoint yet; --resume starts it again"
+        err.print(f"[yellow]Interrupted ({saved}).[/] Continue with: punie train --output {exc.output} --resume")
         sys.exit(130)
     for warning in result.warnings:
         err.print(f"[yellow]Warning:[/] {warning}")
@@ -84,13 +83,15 @@ def train(
 
 def _saved_settings(output: Path | None) -> dict[str, Any]:
     from punie.errors import ConfigError
+    from punie.training.rundir import RunDir
 
     if output is None:
         raise ConfigError("--resume needs --output naming the run to continue.")
-    manifest = output / "manifest.json"
-    if not manifest.is_file():
-        raise ConfigError(f"--resume: {manifest} does not exist; {output} is not a punie training run.")
-    return {k: v for k, v in json.loads(manifest.read_text())["config"].items() if v is not None}
+    run = RunDir(output)
+    if run.read_manifest() is None:
+        raise ConfigError(f"--resume: {run.manifest_file} does not exist; {output} is not a punie training run "
+                          "(start without --resume).")
+    return {k: v for k, v in run.saved_config().items() if v is not None}
 
 
 class TrainDisplay:

@@ -1,16 +1,19 @@
 """Is an adapter made for this base model? Checked before any case runs.
 
-Three sources of evidence, each used when present:
+Three kinds of evidence, each used when present, strongest refusal first:
 
-1. ``adapter_config.json`` (mlx-lm) names the base model it was trained on in
-   ``model``; when that is a local model directory its config is compared with
-   the base's (architecture sizes and punie's ``model_id``/``source_sha256``).
-2. punie's ``manifest.json`` beside the adapter may record the base model's id
-   and source hash (``base_model_id``, ``base_model_sha256`` or a ``base_model``
-   object holding ``model_id``/``source_sha256``).
-3. The adapter's tensors: every ``X.lora_a``/``X.lora_b`` must sit on a base
-   weight ``X.weight`` with matching input/output sizes. Read from the
-   safetensors headers only, so nothing is loaded.
+1. Architecture: ``adapter_config.json`` (mlx-lm) names the base model in
+   ``model``; when that is another local model directory its config is compared
+   with the base's (architecture sizes, punie's ``model_id``). Cannot be forced.
+2. Shapes: every ``X.lora_a``/``X.lora_b`` must sit on a base weight ``X.weight``
+   with matching input/output sizes, read from the safetensors headers only.
+   Cannot be forced.
+3. Identity: the base the adapter records (punie's manifest: model id, GGUF
+   source hash, weight hashes; else the directory adapter_config.json names) must
+   hold the same weights as the base used here. Shapes that fit do not make it
+   the same model: this is refused unless ``force``, which turns it into a warning.
+
+The advice always names the base the adapter records, never the one that failed.
 """
 
 from __future__ import annotations
@@ -20,21 +23,30 @@ import struct
 from pathlib import Path
 from typing import Any
 
-from punie.errors import ModelError
+from punie.errors import DataError, ModelError
 from punie.models.loading import check_adapter_dir
+from punie.training.rundir import ADAPTERS, BaseModelIdentity, RunDir
 
 ARCH_KEYS = ("model_type", "hidden_size", "num_hidden_layers", "intermediate_size", "num_attention_heads",
              "num_key_value_heads", "vocab_size", "head_dim")
 
 
-def check_adapter_matches(adapter: Path, base_dir: Path | None, base_name: str) -> None:
-    """Raise ModelError when ``adapter`` was made for another base model than ``base_dir``."""
+def check_adapter_matches(adapter: Path, base_dir: Path | None, base_name: str, *, force: bool = False) -> list[str]:
+    """Raise ModelError when ``adapter`` was made for another base model than ``base_dir``.
+
+    Returns warnings: with ``force``, a base whose shapes fit but whose weights
+    differ from the recorded base is a warning instead of an error.
+    """
     config = check_adapter_dir(adapter)
     if base_dir is None or not (base_dir / "config.json").is_file():
-        return  # a hub repo id not downloaded here: mlx-lm's load-time shape check is all there is
+        return []  # a hub repo id not downloaded here: mlx-lm's load-time shape check is all there is
     base_config = json.loads((base_dir / "config.json").read_text())
+    try:
+        recorded = RunDir(adapter).base_model()
+    except DataError as exc:
+        raise ModelError(str(exc)) from exc
     trained_on = config.get("model")
-    hint = f"Evaluate it with --model {trained_on}" if trained_on else "Pass the base model it was trained on"
+    hint = _advice(recorded, base_dir)
     if isinstance(trained_on, str) and trained_on:
         other = Path(trained_on).expanduser()
         if (other / "config.json").is_file() and other.resolve() != base_dir.resolve():
@@ -42,14 +54,45 @@ def check_adapter_matches(adapter: Path, base_dir: Path | None, base_name: str) 
             if diff:
                 raise ModelError(f"adapter {adapter} was trained on {trained_on}, which differs from the base model "
                                  f"{base_name} ({diff}). {hint}.")
-    manifest_diff = _manifest_difference(adapter, base_config)
-    if manifest_diff:
-        raise ModelError(f"adapter {adapter} was made for another base model ({manifest_diff}); the base here is "
-                         f"{base_name}. {hint}.")
-    shape_diff = _shape_difference(adapter / "adapters.safetensors", base_dir, base_config)
+    shape_diff = _shape_difference(adapter / ADAPTERS, base_dir, base_config)
     if shape_diff:
+        made_for = recorded.describe() if recorded else "unknown base"
         raise ModelError(f"adapter {adapter} does not fit the base model {base_name}: {shape_diff}. It was made for "
-                         f"another model ({trained_on or 'unknown base'}). {hint}.")
+                         f"another model ({made_for}). {hint}.")
+    identity_diff = _identity_difference(recorded, base_dir)
+    if not identity_diff:
+        return []
+    assert recorded is not None
+    problem = (f"adapter {adapter} was trained on base model {recorded.describe()}, but the base model here, "
+               f"{base_name}, holds other weights ({identity_diff}); its layer shapes fit, so it would run, "
+               "but the numbers would not be that adapter's")
+    if force:
+        return [f"{problem}. Evaluated anyway (--force)."]
+    raise ModelError(f"{problem}. {hint}, or pass --force to evaluate it on {base_name} anyway.")
+
+
+def _advice(recorded: BaseModelIdentity | None, base_dir: Path) -> str:
+    """What to pass instead: the recorded base, unless that is the very directory that just failed."""
+    where = recorded.path or recorded.spec if recorded else None
+    if not where:
+        return "Pass the base model it was trained on with --model"
+    if Path(where).expanduser().exists() and Path(where).expanduser().resolve() == base_dir.resolve():
+        model_id = f" ({recorded.model_id})" if recorded and recorded.model_id else ""
+        return (f"It records {where}{model_id} as its base, which is the directory used here: that directory no "
+                "longer holds the model the adapter was trained on. Restore that model, or pass it with --model")
+    return f"Evaluate it with --model {where}"
+
+
+def _identity_difference(recorded: BaseModelIdentity | None, base_dir: Path) -> str:
+    if recorded is None:
+        return ""
+    if not (recorded.weights_sha256 or recorded.source_sha256 or recorded.model_id) and recorded.path:
+        # An adapter from mlx-lm records only a directory: hash that model when it is another one here.
+        other = Path(recorded.path).expanduser()
+        if not (other / "config.json").is_file() or other.resolve() == base_dir.resolve():
+            return ""
+        recorded = BaseModelIdentity.of_model_dir(other, recorded.spec)
+    return recorded.difference(base_dir)
 
 
 def _config_difference(a: dict[str, Any], b: dict[str, Any]) -> str:
@@ -58,26 +101,6 @@ def _config_difference(a: dict[str, Any], b: dict[str, Any]) -> str:
     if ida and idb and ida != idb:
         diffs.append(f"model_id {ida!r} vs {idb!r}")
     return ", ".join(diffs)
-
-
-def _manifest_difference(adapter: Path, base_config: dict[str, Any]) -> str:
-    path = adapter / "manifest.json"
-    if not path.is_file():
-        return ""
-    try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ModelError(f"{path} is not valid JSON ({exc.msg}).") from exc
-    base = manifest.get("base_model") if isinstance(manifest.get("base_model"), dict) else {}
-    want_id = manifest.get("base_model_id") or base.get("model_id")
-    want_hash = manifest.get("base_model_sha256") or base.get("source_sha256")
-    have = base_config.get("punie", {})
-    diffs = []
-    if want_id and have.get("model_id") and want_id != have["model_id"]:
-        diffs.append(f"manifest base model id {want_id!r}, base here {have['model_id']!r}")
-    if want_hash and have.get("source_sha256") and want_hash != have["source_sha256"]:
-        diffs.append(f"manifest base hash {want_hash[:12]}…, base here {have['source_sha256'][:12]}…")
-    return "; ".join(diffs)
 
 
 def safetensors_shapes(path: Path) -> dict[str, tuple[int, ...]]:

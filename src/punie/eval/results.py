@@ -164,6 +164,7 @@ class EvalResults:
     error: str | None = None
     created: str = ""
     out_dir: Path | None = None
+    warnings: list[str] = field(default_factory=list)  # e.g. an adapter evaluated on another base (--force)
 
     def comparisons(self) -> list[dict[str, Any]]:
         base = next((r for r in self.runs if r.adapter is None), None)
@@ -184,6 +185,7 @@ class EvalResults:
             "model": self.model, "engine": self.engine, "max_tokens": self.max_tokens,
             "timing": self.timing, "batch_size": self.batch_size,
             "interrupted": self.interrupted, "error": self.error,
+            "warnings": self.warnings,
             "runs": [{"name": r.name, "adapter": r.adapter, "metrics_path": r.metrics_path,
                       "summary": r.summary(self.cases), "cases": [asdict(c) for c in r.cases]} for r in self.runs],
             "comparisons": self.comparisons(),

@@ -44,13 +44,15 @@ ProgressFn = Callable[[EvalProgress], None]
 def run_eval(suite_path: Path | str, model: str | None = None, adapters: Sequence[Path | str] = (),
              engine: str = "inprocess", max_tokens: int = DEFAULT_MAX_TOKENS, out_dir: Path | str | None = None,
              progress: ProgressFn | None = None, *, endpoint: str | None = None, batch_size: int = 16,
-             on_written: Callable[[Path], object] | None = None) -> EvalResults:
+             on_written: Callable[[Path], object] | None = None, force: bool = False) -> EvalResults:
     """Evaluate the baseline and each adapter on a suite; write results.json to ``out_dir``.
 
     Returns the results; ``results.interrupted`` is True when Ctrl-C stopped the
     run early (the finished cases are kept and written). ``on_written(out_dir)``
     runs once the final results.json is written, also when an error stopped the
     eval: the CLI renders the report there (eval itself knows nothing of reports).
+    ``force`` replaces the results in an existing ``out_dir`` and evaluates an
+    adapter on a base model other than the one it records (``results.warnings`` says so).
     """
     suite = load_suite(suite_path)
     if max_tokens < 1:
@@ -64,10 +66,10 @@ def run_eval(suite_path: Path | str, model: str | None = None, adapters: Sequenc
     if engine == "endpoint" and adapter_paths:
         raise ConfigError("--endpoint evaluates the one model the server runs; it cannot switch adapters. "
                           "Use --engine inprocess or --engine server to compare adapters with the baseline.")
+    out = _output_dir(out_dir, force=force)
     base_name, base_dir = _base_model(model, engine)
-    for adapter in adapter_paths:
-        compat.check_adapter_matches(adapter, base_dir, base_name)
-    out = Path(out_dir) if out_dir else paths.runs_dir() / f"eval-{datetime.now():%Y%m%d-%H%M%S}"
+    warnings = [w for adapter in adapter_paths
+                for w in compat.check_adapter_matches(adapter, base_dir, base_name, force=force)]
     out.mkdir(parents=True, exist_ok=True)
 
     runner = make_engine(engine, EngineOptions(model=model, max_tokens=max_tokens, batch_size=batch_size,
@@ -76,7 +78,7 @@ def run_eval(suite_path: Path | str, model: str | None = None, adapters: Sequenc
                           model=endpoint or base_name, engine=engine, max_tokens=max_tokens, cases=suite.cases,
                           timing="per_case" if runner.per_case_latency else "batched",
                           batch_size=None if runner.per_case_latency else batch_size,
-                          created=datetime.now(UTC).isoformat(timespec="seconds"), out_dir=out)
+                          created=datetime.now(UTC).isoformat(timespec="seconds"), out_dir=out, warnings=warnings)
     specs: list[tuple[str, Path | None]] = [(BASELINE if engine != "endpoint" else "endpoint", None)]
     specs += list(zip(_run_names(adapter_paths), adapter_paths, strict=True))
     try:
@@ -98,6 +100,25 @@ def run_eval(suite_path: Path | str, model: str | None = None, adapters: Sequenc
         runner.close()
     _finish(results, out, on_written)
     return results
+
+
+def _output_dir(out_dir: Path | str | None, *, force: bool) -> Path:
+    """``--out``, refused when it holds results unless ``force``; by default a new directory under runs/."""
+    if out_dir is None:
+        stem = paths.runs_dir() / f"eval-{datetime.now():%Y%m%d-%H%M%S}"
+        out, n = stem, 1
+        while out.exists():  # two evals started in the same second
+            n += 1
+            out = stem.with_name(f"{stem.name}-{n}")
+        return out
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file; choose a directory.")
+    held = [name for name in ("results.json", "report.html") if (out / name).exists()]
+    if held and not force:
+        raise ConfigError(f"--out {out} already holds {' and '.join(held)} from another eval; pass --force to "
+                          "replace them, or choose another --out.")
+    return out
 
 
 def _finish(results: EvalResults, out: Path, on_written: Callable[[Path], object] | None) -> None:

@@ -190,20 +190,10 @@ def _outcome(case: dict[str, Any] | None, batched: bool) -> dict[str, Any] | Non
 
 
 def read_metrics(path: Path) -> dict[str, list[tuple[float, float]]]:
-    """Train and validation loss series from an adapter's metrics.jsonl (bad lines are skipped)."""
-    series: dict[str, list[tuple[float, float]]] = {"train_loss": [], "val_loss": []}
-    for line in path.read_text(errors="replace").splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a line cut short by a crash mid-write; the curve just lacks that point
-        if not isinstance(record, dict) or not isinstance(record.get("iteration"), int | float):
-            continue
-        for key in series:
-            value = record.get(key)
-            if isinstance(value, int | float) and value == value:  # drop NaN
-                series[key].append((float(record["iteration"]), float(value)))
-    return series
+    """Train and validation loss series from an adapter's metrics.jsonl (unreadable lines are left out)."""
+    from punie.training import rundir
+
+    return rundir.loss_series(rundir.read_metrics_file(path, lenient=True))
 
 
 def _loss_curve(run: dict[str, Any]) -> dict[str, Any] | None:

@@ -1,30 +1,23 @@
-"""Adapter files, resumable checkpoints and the run manifest.
+"""Adapter weights and resumable checkpoints: the tensor files of a run directory.
 
-Layout of an output directory::
-
-    adapters.safetensors     best (or last) adapter weights: what mlx-lm loads
-    adapter_config.json      mlx-lm's adapter settings, plus punie's resolved config
-    manifest.json            how the run was made and how it went
-    metrics.jsonl            every train/val report
-    checkpoints/step-NNNNNN/ adapters.safetensors, optimizer.safetensors, state.json
-
-Every file is written atomically; a checkpoint directory is assembled under a
-temporary name and renamed into place, and only directories holding
-``state.json`` count, so a kill at any moment leaves the previous good state.
+The directory's layout and its JSON files belong to :mod:`punie.training.rundir`.
+A checkpoint directory is assembled under a temporary name and renamed into
+place, and only directories holding ``state.json`` count, so a kill at any
+moment leaves the previous good state.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from punie import fileio
+from punie.training.rundir import ADAPTERS, CHECKPOINTS, Checkpoint, RunDir
 
-CHECKPOINTS = "checkpoints"
-ADAPTERS = "adapters.safetensors"
+__all__ = ["ADAPTERS", "CHECKPOINTS", "Checkpoint", "latest_checkpoint", "restore_checkpoint", "save_checkpoint",
+           "save_weights", "trainable_weights", "write_adapter_config"]
 
 
 def trainable_weights(model: Any) -> dict[str, Any]:
@@ -41,21 +34,13 @@ def save_weights(path: Path, weights: dict[str, Any]) -> None:
 
 def write_adapter_config(out: Path, config: Any, base_model: str, num_layers: int) -> None:
     """mlx-lm's adapter_config.json keys, so mlx_lm.load/server/fuse read the adapter as is."""
-    payload = {
+    RunDir(out).write_adapter_config({
         "fine_tune_type": config.fine_tune_type,
         "num_layers": num_layers,
         "lora_parameters": config.lora_parameters(),
         "model": base_model,
         "punie_config": json.loads(config.model_dump_json()),
-    }
-    fileio.write_json(out / "adapter_config.json", payload)
-
-
-@dataclass
-class Checkpoint:
-    path: Path
-    step: int
-    state: dict[str, Any]
+    })
 
 
 def save_checkpoint(out: Path, step: int, model: Any, optimizer: Any, state: dict[str, Any],
@@ -64,31 +49,25 @@ def save_checkpoint(out: Path, step: int, model: Any, optimizer: Any, state: dic
     import mlx.core as mx
     from mlx.utils import tree_flatten
 
-    root = out / CHECKPOINTS
-    root.mkdir(parents=True, exist_ok=True)
-    final = root / f"step-{step:06d}"
-    staging = root / f".step-{step:06d}.partial"
+    run = RunDir(out)
+    final = run.checkpoint_dir(step)
+    staging = final.with_name(f".{final.name}.partial")
     if staging.exists():
         shutil.rmtree(staging)
-    staging.mkdir()
+    staging.mkdir(parents=True)
     mx.save_safetensors(str(staging / ADAPTERS), trainable_weights(model))
     mx.save_safetensors(str(staging / "optimizer.safetensors"), dict(tree_flatten(optimizer.state)))
     fileio.write_json(staging / "state.json", state | {"step": step})
     if final.exists():
         shutil.rmtree(final)
     staging.rename(final)
-    for old in sorted(p for p in root.glob("step-*") if (p / "state.json").is_file())[:-keep]:
+    for old in run.complete_checkpoints()[:-keep]:
         shutil.rmtree(old)
     return final
 
 
 def latest_checkpoint(out: Path) -> Checkpoint | None:
-    root = out / CHECKPOINTS
-    complete = sorted(p for p in root.glob("step-*") if (p / "state.json").is_file()) if root.is_dir() else []
-    if not complete:
-        return None
-    state = json.loads((complete[-1] / "state.json").read_text())
-    return Checkpoint(path=complete[-1], step=int(state["step"]), state=state)
+    return RunDir(out).latest_checkpoint()
 
 
 def restore_checkpoint(checkpoint: Checkpoint, model: Any, optimizer: Any) -> None:
@@ -101,15 +80,3 @@ def restore_checkpoint(checkpoint: Checkpoint, model: Any, optimizer: Any) -> No
     optimizer.init(model.trainable_parameters())
     saved: dict[str, Any] = mx.load(str(checkpoint.path / "optimizer.safetensors"))  # type: ignore[assignment]
     optimizer.state = tree_unflatten(list(saved.items()))
-
-
-def write_metrics(out: Path, metrics: list[dict[str, Any]]) -> None:
-    """Rewrite metrics.jsonl whole (it is small), so it is never half-written."""
-    fileio.write_text(out / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in metrics))
-
-
-def read_metrics(out: Path) -> list[dict[str, Any]]:
-    path = out / "metrics.jsonl"
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

@@ -6,12 +6,23 @@ compile state, one ``mx.eval`` per step. Around it punie adds what users ask
 for: resumable checkpoints (weights, optimizer, step, schedule, RNG, data
 position), best-checkpoint selection, early stopping, a NaN guard, Ctrl-C
 saving, and reports through a callback (display lives in the CLI).
+
+Ctrl-C does not raise in the middle of a step: the SIGINT handler only asks the
+loop to stop, and the loop stops after the step's reports, evaluation and
+scheduled checkpoint, once no gradient is half-accumulated. The checkpoint it
+then saves is the state an uninterrupted run has at that step, so a resumed run
+continues exactly (as after ``kill -9``, which resumes from the last checkpoint).
+A second Ctrl-C stops at once; the run then resumes from its last checkpoint.
 """
 
 from __future__ import annotations
 
 import math
+import signal
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -21,6 +32,7 @@ from punie.errors import PunieError
 from punie.training import checkpoints, losses
 from punie.training.config import TrainConfig
 from punie.training.data import TokenizedSplit, batch_for_step, batch_plan, make_batch, validation_batches
+from punie.training.rundir import RunDir
 
 
 class TrainingError(PunieError):
@@ -28,10 +40,11 @@ class TrainingError(PunieError):
 
 
 class TrainingInterrupted(Exception):
-    """Ctrl-C during training; a checkpoint was saved at ``step``."""
+    """Ctrl-C during training; ``--resume`` continues from the checkpoint at ``step`` (0: from the start)."""
 
     def __init__(self, step: int, output: Path):
-        super().__init__(f"interrupted at step {step}; checkpoint saved in {output}")
+        where = f"the checkpoint at step {step}" if step else "the start (no checkpoint was saved yet)"
+        super().__init__(f"interrupted; {output} resumes from {where}")
         self.step, self.output = step, output
 
 
@@ -85,6 +98,8 @@ class Trainer:
         self.optimizer = build_optimizer(config, config.iters // config.grad_accumulation)
         self.state = LoopState()
         self._grad: Any = None
+        self._stop_requested = False  # set by the SIGINT handler
+        self._saved_step = 0  # the step of the newest checkpoint (0: none)
         self.loss_fn = losses.loss_for(model)
         # Sharing a batch's prompt prefix is exact without dropout (rows would share one dropout mask),
         # without gradient checkpointing (its recomputation would replay the prefix pass against a filled
@@ -141,6 +156,32 @@ class Trainer:
 
     # ---- the loop ------------------------------------------------------------------------------
     def run(self) -> LoopState:
+        with self._ctrl_c_stops_at_step_end():
+            return self._run_patched()
+
+    @contextmanager
+    def _ctrl_c_stops_at_step_end(self) -> Iterator[None]:
+        # Signal handlers can only be set from the main thread; elsewhere Ctrl-C never reaches us anyway.
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def on_sigint(signum: int, frame: Any) -> None:
+            if self._stop_requested:
+                raise KeyboardInterrupt  # the second Ctrl-C: stop now, resume from the last checkpoint
+            self._stop_requested = True
+
+        previous = signal.getsignal(signal.SIGINT)
+        if previous is signal.SIG_IGN:  # e.g. started with nohup: Ctrl-C is meant not to stop it
+            yield
+            return
+        signal.signal(signal.SIGINT, on_sigint)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    def _run_patched(self) -> LoopState:
         if not self.config.grad_checkpoint:
             return self._run()
         from mlx_lm.tuner.trainer import grad_checkpoint
@@ -163,10 +204,12 @@ class Trainer:
         cfg, st = self.config, self.state
         step_fn = self._compile_step()
         self.model.train()
-        if st.step == 0:
-            self._evaluate()
         try:
+            if st.step == 0:
+                self._evaluate()
             while st.step < cfg.iters:
+                if self._stop_requested and self._grad is None:
+                    self._stop()
                 indices = batch_for_step(self.plan, cfg.seed, st.step)
                 batch, lengths = make_batch(self.train_set, indices, cfg.max_seq_length)
                 # Dropout noise is a pure function of (seed, step), so a resumed run draws the same.
@@ -183,10 +226,16 @@ class Trainer:
                 if self._after_step():
                     break
         except KeyboardInterrupt:
-            if self._grad is None:  # only a consistent state (no half-accumulated gradient) is saved
-                self.save_checkpoint()
-            raise TrainingInterrupted(st.step, self.output) from None
+            # Raised mid-step (a second Ctrl-C, or by a callback): the weights may already hold the next
+            # step's update, so nothing is saved; the newest checkpoint is consistent.
+            raise TrainingInterrupted(self._saved_step, self.output) from None
         return st
+
+    def _stop(self) -> None:
+        """Stop on Ctrl-C at a step boundary: checkpoint this step (unless just done) and raise."""
+        if self.state.step and self._saved_step != self.state.step:
+            self.save_checkpoint()
+        raise TrainingInterrupted(self._saved_step, self.output)
 
     def _account(self, loss: float, ntoks: int) -> None:
         st = self.state
@@ -250,7 +299,7 @@ class Trainer:
 
     def _emit(self, report: dict[str, Any]) -> None:
         self.state.metrics.append(report)
-        checkpoints.write_metrics(self.output, self.state.metrics)
+        RunDir(self.output).write_metrics(self.state.metrics)
         if self.callback is not None:
             self.callback.on_report(report)
 
@@ -259,10 +308,12 @@ class Trainer:
         if self.config.keep == "last":
             checkpoints.save_weights(self.output / checkpoints.ADAPTERS, checkpoints.trainable_weights(self.model))
         checkpoints.save_checkpoint(self.output, self.state.step, self.model, self.optimizer, self.state.to_json())
+        self._saved_step = self.state.step
 
     def resume(self, checkpoint: checkpoints.Checkpoint) -> None:
         checkpoints.restore_checkpoint(checkpoint, self.model, self.optimizer)
         saved = checkpoint.state
         self.state = LoopState(**{k: v for k, v in saved.items() if k in LoopState.__dataclass_fields__})
         # Keep only the reports up to the checkpoint, so the curve continues exactly where it left off.
-        self.state.metrics = [m for m in checkpoints.read_metrics(self.output) if m["iteration"] <= checkpoint.step]
+        self.state.metrics = [m for m in RunDir(self.output).read_metrics() if m["iteration"] <= checkpoint.step]
+        self._saved_step = checkpoint.step

@@ -1,0 +1,267 @@
+"""``train(config) -> TrainResult``: one fine-tuning run, from data to adapter directory.
+
+Order of work: decide what to do with ``--output`` (refuse, resume, restart or
+replace) without touching it; read, check and tokenize the data; load the model
+and attach adapters; only then claim the output directory. So a run refused for
+its data or settings leaves the disk as it was: no empty directory, and a
+``--force`` over an old run deletes nothing until training can start.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from punie.errors import ConfigError, DataError
+from punie.training import checkpoints, rundir
+from punie.training.config import TrainConfig
+from punie.training.loop import Trainer, TrainingCallback, TrainingError, TrainingInterrupted
+from punie.training.rundir import BaseModelIdentity, Checkpoint, RunDir
+
+# Settings a resumed run must share with the run it continues.
+_RESUME_FIXED = ("model", "data", "hf_dataset", "fine_tune_type", "rank", "num_layers", "batch_size", "seed",
+                 "max_seq_length", "mask_prompt", "grad_accumulation")
+
+
+@dataclass
+class TrainResult:
+    output: Path
+    adapter_file: Path
+    steps: int
+    final_train_loss: float | None
+    final_val_loss: float | None
+    best_val_loss: float | None
+    best_step: int | None
+    stopped_early: bool
+    tokens_per_second: float
+    truncated: dict[str, int]
+    warnings: list[str]
+    metrics: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class _OutputPlan:
+    """What ``train`` will do with the output directory, decided before anything is written."""
+
+    checkpoint: Checkpoint | None = None  # resume from it
+    replace: bool = False  # --force: delete the directory's contents first
+    restart: bool = False  # --resume of a run killed before its first checkpoint: start it again
+
+
+def train(config: TrainConfig, callback: TrainingCallback | None = None, *, resume: bool = False,
+          force: bool = False) -> TrainResult:
+    """Fine-tune ``config.model`` on ``config``'s data; write an adapter directory."""
+    import mlx.core as mx
+
+    from punie.models.loading import load
+    from punie.models.registry import resolve_model
+    from punie.training import data as train_data
+
+    run = RunDir(config.output_dir())
+    plan = _plan_output(run, config, resume=resume, force=force)
+    records = train_data.load_records(config)
+    fmt = train_data.data_format(records)
+    model, tokenizer = load(config.model)
+    warnings = _check_data(config, tokenizer, fmt)
+    if plan.restart:
+        warnings.append(f"{run.path} has no checkpoint yet (it was stopped before its first one); "
+                        "it was trained again from step 0.")
+    mask_prompt = config.mask_prompt if config.mask_prompt is not None else fmt != "text"
+    splits = {name: train_data.tokenize_split(name, rows, tokenizer, fmt, mask_prompt=mask_prompt,
+                                              max_seq_length=config.max_seq_length)
+              for name, rows in records.items()}
+    truncated = {name: s.truncated for name, s in splits.items()}
+    warnings += _truncation_warnings(config, splits)
+
+    mx.random.seed(config.seed)
+    num_layers = _attach_adapters(model, config)
+    trainer = Trainer(model, config, splits["train"], splits["valid"], run.path, callback)
+    base = BaseModelIdentity.of_model_dir(resolve_model(config.model), config.model)
+    _claim_output(run, plan)
+    if plan.checkpoint is not None:
+        trainer.resume(plan.checkpoint)
+    manifest = _manifest(config, base, records, fmt, mask_prompt, truncated)
+    checkpoints.write_adapter_config(run.path, config, base.path or "", num_layers)
+    _write_manifest(run, manifest, status="running")
+    try:
+        state = trainer.run()
+    except (TrainingInterrupted, KeyboardInterrupt):  # the latter: Ctrl-C outside the loop's own handling
+        _write_manifest(run, manifest, status="interrupted", state=trainer.state)
+        raise
+    except Exception:  # TrainingError (a NaN), or anything unexpected: the manifest must not say "running"
+        _write_manifest(run, manifest, status="failed", state=trainer.state)
+        raise
+    stopped_early = state.step < config.iters
+    _write_manifest(run, manifest, status="early_stopped" if stopped_early else "completed", state=state)
+    return _result(run.path, state, stopped_early, truncated, warnings)
+
+
+def _plan_output(run: RunDir, config: TrainConfig, *, resume: bool, force: bool) -> _OutputPlan:
+    """Refuse, resume, restart or replace: decided from what the directory holds; nothing is written here."""
+    output = run.path
+    if output.exists() and not output.is_dir():
+        raise ConfigError(f"--output {output} is a file; choose a directory.")
+    exists = output.is_dir() and any(output.iterdir())
+    manifest = run.read_manifest() if exists else None
+    pid = _training_now(manifest)
+    if pid is not None:
+        raise ConfigError(f"{output} is being trained right now by process {pid}; wait for it to finish or stop it "
+                          "(Ctrl-C), or choose another --output.")
+    if resume:
+        if manifest is None:
+            what = "holds no punie training run" if not exists else "is not a punie training run (no manifest.json)"
+            raise ConfigError(f"--resume: {output} {what}; start without --resume, or choose another --output.")
+        saved = run.saved_config()
+        now = json.loads(config.model_dump_json())
+        changed = [k for k in _RESUME_FIXED if saved.get(k) != now.get(k)]
+        if changed:
+            raise ConfigError(f"--resume: {', '.join(changed)} differ from the run in {output}; "
+                              "resume with the same settings or start a new --output.")
+        checkpoint = run.latest_checkpoint()
+        return _OutputPlan(checkpoint=checkpoint, restart=checkpoint is None)
+    if exists and not force:
+        if manifest is None:
+            raise ConfigError(f"{output} already exists, is not empty and is not a punie training run; "
+                              "choose another --output (--force would delete its contents).")
+        checkpoint = run.latest_checkpoint()
+        where = f", last checkpoint at step {checkpoint.step}" if checkpoint else ", no checkpoint yet"
+        raise ConfigError(f"{output} holds a punie training run ({run.status()}{where}); pass --resume to continue "
+                          "it, --force to replace it, or choose another --output.")
+    return _OutputPlan(replace=exists)
+
+
+def _training_now(manifest: dict[str, Any] | None) -> int | None:
+    """The pid of another live process training this run, if any."""
+    if manifest is None or manifest.get("status") != "running":
+        return None
+    process: dict[str, Any] = manifest.get("process") or {}
+    if not rundir.training_process_alive(process) or process["pid"] == os.getpid():
+        return None  # gone (killed), or this very process, which left it "running" and is not training it now
+    return int(process["pid"])
+
+
+def _claim_output(run: RunDir, plan: _OutputPlan) -> None:
+    if plan.replace:
+        shutil.rmtree(run.path)
+    if plan.restart:
+        # The files the stopped run wrote; the new run writes them again from step 0.
+        for name in (rundir.ADAPTERS, rundir.METRICS):
+            (run.path / name).unlink(missing_ok=True)
+        shutil.rmtree(run.path / rundir.CHECKPOINTS, ignore_errors=True)
+    run.path.mkdir(parents=True, exist_ok=True)
+
+
+def _truncation_warnings(config: TrainConfig, splits: dict[str, Any]) -> list[str]:
+    for name in ("train", "valid"):
+        if splits[name].targets_lost == len(splits[name]):
+            raise DataError(f"every {name} example is cut by --max-seq-length {config.max_seq_length} before its "
+                            "target starts, so there is nothing to train on; raise --max-seq-length.")
+    warnings = []
+    for name, split in splits.items():
+        if split.truncated:
+            warnings.append(f"{split.truncated} of {len(split)} {name} examples are longer than --max-seq-length "
+                            f"{config.max_seq_length} tokens and will be truncated to it.")
+        if split.targets_lost and name in ("train", "valid"):
+            warnings.append(f"{split.targets_lost} of them lose their whole target and are skipped.")
+    return warnings
+
+
+def _check_data(config: TrainConfig, tokenizer: Any, fmt: str) -> list[str]:
+    """Run punie's data checks; refuse to train on errors, return warnings."""
+    if fmt in ("chat", "tools", "completions") and getattr(tokenizer, "chat_template", None) is None:
+        raise DataError(f"the model's tokenizer has no chat template, which {fmt} data needs; "
+                        "use completions/text data or a model with a chat template.")
+    if not config.check_data or config.data is None:
+        return []
+    from punie.data.check import check_data_dir
+
+    report = check_data_dir(Path(config.data), tokenizer, max_seq_length=config.max_seq_length)
+    if report.errors:
+        shown = "\n".join(f"  {f.file}{':' + str(f.line) if f.line else ''}: {f.message}" for f in report.errors[:10])
+        more = f"\n  ... and {len(report.errors) - 10} more" if len(report.errors) > 10 else ""
+        raise DataError(f"the data in {config.data} has {len(report.errors)} error(s); nothing was trained:\n"
+                        f"{shown}{more}\nSee 'punie data check {config.data}', or pass --no-check to skip.")
+    return [f"{f.file}{':' + str(f.line) if f.line else ''}: {f.message}" for f in report.warnings]
+
+
+def _attach_adapters(model: Any, config: TrainConfig) -> int:
+    from mlx_lm.tuner.utils import linear_to_lora_layers
+
+    n_layers = len(model.layers)
+    num_layers = n_layers if config.num_layers == -1 else config.num_layers
+    if num_layers > n_layers:
+        raise ConfigError(f"--num-layers {config.num_layers} is larger than the model's {n_layers} layers; "
+                          f"use at most {n_layers} (or -1 for all).")
+    model.freeze()
+    if config.fine_tune_type == "full":
+        for layer in model.layers[-num_layers:]:
+            layer.unfreeze()
+    else:
+        linear_to_lora_layers(model, num_layers, config.lora_parameters(), use_dora=config.fine_tune_type == "dora")
+    return num_layers
+
+
+def _manifest(config: TrainConfig, base: BaseModelIdentity, records: dict[str, list[Any]], fmt: str,
+              mask_prompt: bool, truncated: dict[str, int]) -> dict[str, Any]:
+    data_files = {}
+    if config.data is not None:
+        for split in records:
+            path = Path(config.data) / f"{split}.jsonl"
+            data_files[split] = {"path": str(path), "sha256": rundir.file_sha256(path), "records": len(records[split])}
+    versions: dict[str, str | None] = {}
+    for dist in ("punie", "mlx", "mlx-lm", "transformers"):
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            versions[dist] = None
+    return {
+        "config": json.loads(config.model_dump_json()),
+        "base_model": base.to_record(),
+        "data": {"format": fmt, "mask_prompt": mask_prompt, "files": data_files, "truncated": truncated},
+        "versions": versions,
+        "process": rundir.training_process(),
+        "started_at": datetime.now(UTC).isoformat(),
+    }
+
+
+def _summary(state: Any) -> dict[str, Any]:
+    trains = [m for m in state.metrics if "train_loss" in m]
+    vals = [m for m in state.metrics if "val_loss" in m]
+    return {
+        "steps": state.step,
+        "final_train_loss": trains[-1]["train_loss"] if trains else None,
+        "final_val_loss": vals[-1]["val_loss"] if vals else None,
+        "best_val_loss": state.best_val_loss,
+        "best_step": state.best_step,
+        "tokens_per_second": state.trained_tokens / max(state.train_seconds, 1e-9),
+        "train_seconds": state.train_seconds,
+    }
+
+
+def _write_manifest(run: RunDir, manifest: dict[str, Any], *, status: str, state: Any = None) -> None:
+    manifest = dict(manifest, status=status, updated_at=datetime.now(UTC).isoformat())
+    if state is not None:
+        manifest["ended_at"] = manifest["updated_at"]
+        manifest["metrics"] = _summary(state)
+    run.write_manifest(manifest)
+
+
+def _result(output: Path, state: Any, stopped_early: bool, truncated: dict[str, int],
+            warnings: list[str]) -> TrainResult:
+    summary = _summary(state)
+    return TrainResult(
+        output=output, adapter_file=output / rundir.ADAPTERS, steps=state.step,
+        final_train_loss=summary["final_train_loss"], final_val_loss=summary["final_val_loss"],
+        best_val_loss=state.best_val_loss, best_step=state.best_step, stopped_early=stopped_early,
+        tokens_per_second=summary["tokens_per_second"], truncated=truncated, warnings=warnings,
+        metrics=state.metrics,
+    )
+
+
+__all__ = ["TrainResult", "TrainingError", "TrainingInterrupted", "train"]

@@ -1,0 +1,280 @@
+"""A training run directory, read and written in one place.
+
+Layout::
+
+    adapters.safetensors     best (or last) adapter weights: what mlx-lm loads
+    adapter_config.json      mlx-lm's adapter settings, plus punie's resolved config
+    manifest.json            how the run was made (config, base model identity, data) and how it went
+    metrics.jsonl            every train/val report
+    checkpoints/step-NNNNNN/ adapters.safetensors, optimizer.safetensors, state.json
+
+Training, ``punie train --resume``, the eval's adapter/base check and the
+report's loss curves all go through this module, so each field is spelled once.
+Writes are atomic; only checkpoint directories holding ``state.json`` count, so
+a kill at any moment leaves the previous good state.
+
+The manifest says "running" while a process trains. A process killed with
+SIGKILL cannot record that it stopped, so the manifest also names the training
+process (pid and start time): a "running" run whose process is gone reads as
+"interrupted".
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from punie import fileio
+from punie.errors import DataError
+
+MANIFEST = "manifest.json"
+METRICS = "metrics.jsonl"
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTERS = "adapters.safetensors"
+CHECKPOINTS = "checkpoints"
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    path: Path
+    step: int
+    state: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class BaseModelIdentity:
+    """Which base model weights an adapter was trained on, as recorded in its manifest."""
+
+    spec: str | None = None  # what the user passed to --model
+    path: str | None = None  # the directory it resolved to
+    model_id: str | None = None  # punie's id in the model's config.json, when it has one
+    source_sha256: str | None = None  # hash of the GGUF file a punie import was made from
+    config_sha256: str | None = None
+    weights_sha256: dict[str, str] = field(default_factory=dict)  # safetensors file name -> sha256
+
+    @classmethod
+    def of_model_dir(cls, path: Path | str, spec: str | None = None) -> BaseModelIdentity:
+        """Hash a local model directory (config.json and every *.safetensors)."""
+        root = Path(path)
+        config_file = root / "config.json"
+        if not config_file.is_file():
+            return cls(spec=spec, path=str(path))
+        punie_meta = _json_file(config_file).get("punie") or {}
+        return cls(spec=spec, path=str(path), model_id=punie_meta.get("model_id"),
+                   source_sha256=punie_meta.get("source_sha256"), config_sha256=file_sha256(config_file),
+                   weights_sha256={w.name: file_sha256(w) for w in sorted(root.glob("*.safetensors"))})
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> BaseModelIdentity:
+        weights = record.get("weights_sha256")
+        return cls(spec=record.get("spec"), path=record.get("path"), model_id=record.get("model_id"),
+                   source_sha256=record.get("source_sha256"), config_sha256=record.get("config_sha256"),
+                   weights_sha256=dict(weights) if isinstance(weights, dict) else {})
+
+    def to_record(self) -> dict[str, Any]:
+        return {"spec": self.spec or "default", "path": self.path, "model_id": self.model_id,
+                "source_sha256": self.source_sha256, "config_sha256": self.config_sha256,
+                "weights_sha256": self.weights_sha256}
+
+    def describe(self) -> str:
+        """The --model value that names this base, and its id when known."""
+        where = self.path or self.spec or "an unknown base"
+        return f"{where} ({self.model_id})" if self.model_id else where
+
+    def difference(self, base_dir: Path) -> str:
+        """'' when ``base_dir`` holds these weights (or nothing is recorded to tell); else what differs.
+
+        Cheap evidence first (punie's model id, the GGUF source hash); the
+        weights are hashed only when those cannot decide. config.json is not
+        compared: a re-import with a newer chat template rewrites it, not the weights.
+        """
+        config_file = base_dir / "config.json"
+        have = (_json_file(config_file).get("punie") or {}) if config_file.is_file() else {}
+        if self.model_id and have.get("model_id") and self.model_id != have["model_id"]:
+            return f"model id {self.model_id!r} vs {have['model_id']!r}"
+        if self.source_sha256 and have.get("source_sha256"):
+            if self.source_sha256 != have["source_sha256"]:
+                return f"source sha256 {self.source_sha256[:12]}… vs {have['source_sha256'][:12]}…"
+            return ""
+        if not self.weights_sha256:
+            return ""
+        files = {w.name: w for w in sorted(base_dir.glob("*.safetensors"))}
+        if not files:
+            return ""  # not a local safetensors model: the shape check is all there is
+        if set(files) != set(self.weights_sha256):
+            return f"weight files {sorted(self.weights_sha256)} vs {sorted(files)}"
+        for name, want in sorted(self.weights_sha256.items()):
+            got = file_sha256(files[name])
+            if got != want:
+                return f"{name} sha256 {want[:12]}… vs {got[:12]}…"
+        return ""
+
+
+_HASHES: dict[tuple[str, int, int], str] = {}
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file, remembered per (path, size, mtime) so an eval hashes a base model once."""
+    from punie.models.gguf import sha256_file
+
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _HASHES:
+        _HASHES[key] = sha256_file(path)
+    return _HASHES[key]
+
+
+def _json_file(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg}).") from exc
+    if not isinstance(data, dict):
+        raise DataError(f"{path}: expected a JSON object, got {type(data).__name__}.")
+    return data
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """One training output directory (also an adapter directory: mlx-lm loads it as is)."""
+
+    path: Path
+
+    @property
+    def manifest_file(self) -> Path:
+        return self.path / MANIFEST
+
+    @property
+    def metrics_file(self) -> Path:
+        return self.path / METRICS
+
+    @property
+    def adapter_file(self) -> Path:
+        return self.path / ADAPTERS
+
+    # ---- manifest.json -------------------------------------------------------------------------
+    def read_manifest(self) -> dict[str, Any] | None:
+        """The manifest, or None when this is not a punie training run."""
+        return _json_file(self.manifest_file) if self.manifest_file.is_file() else None
+
+    def write_manifest(self, manifest: dict[str, Any]) -> None:
+        fileio.write_json(self.manifest_file, manifest)
+
+    def saved_config(self) -> dict[str, Any]:
+        """The resolved training settings the run was made with."""
+        manifest = self.read_manifest()
+        if manifest is None:
+            raise DataError(f"{self.manifest_file} does not exist; {self.path} is not a punie training run.")
+        config = manifest.get("config")
+        if not isinstance(config, dict):
+            raise DataError(f"{self.manifest_file}: no 'config' object; the run cannot be continued.")
+        return config
+
+    def status(self) -> str | None:
+        """The manifest's status, with a "running" run whose process is gone reported as "interrupted"."""
+        manifest = self.read_manifest()
+        if manifest is None:
+            return None
+        status = manifest.get("status")
+        if status == "running" and not training_process_alive(manifest.get("process")):
+            return "interrupted"
+        return status
+
+    def base_model(self) -> BaseModelIdentity | None:
+        """The base model the run recorded: the manifest's identity, else adapter_config.json's ``model``."""
+        manifest = self.read_manifest()
+        if manifest is not None and isinstance(manifest.get("base_model"), dict):
+            return BaseModelIdentity.from_record(manifest["base_model"])
+        config = self.read_adapter_config()
+        model = config.get("model") if config else None
+        return BaseModelIdentity(path=model) if isinstance(model, str) and model else None
+
+    # ---- metrics.jsonl -------------------------------------------------------------------------
+    def read_metrics(self, *, lenient: bool = False) -> list[dict[str, Any]]:
+        return read_metrics_file(self.metrics_file, lenient=lenient)
+
+    def write_metrics(self, metrics: list[dict[str, Any]]) -> None:
+        """Rewrite metrics.jsonl whole (it is small), so it is never half-written."""
+        fileio.write_text(self.metrics_file, "".join(json.dumps(m) + "\n" for m in metrics))
+
+    # ---- adapter_config.json -------------------------------------------------------------------
+    def read_adapter_config(self) -> dict[str, Any] | None:
+        path = self.path / ADAPTER_CONFIG
+        return _json_file(path) if path.is_file() else None
+
+    def write_adapter_config(self, payload: dict[str, Any]) -> None:
+        fileio.write_json(self.path / ADAPTER_CONFIG, payload)
+
+    # ---- checkpoints/ --------------------------------------------------------------------------
+    def checkpoint_dir(self, step: int) -> Path:
+        return self.path / CHECKPOINTS / f"step-{step:06d}"
+
+    def complete_checkpoints(self) -> list[Path]:
+        root = self.path / CHECKPOINTS
+        return sorted(p for p in root.glob("step-*") if (p / "state.json").is_file()) if root.is_dir() else []
+
+    def latest_checkpoint(self) -> Checkpoint | None:
+        complete = self.complete_checkpoints()
+        if not complete:
+            return None
+        state = _json_file(complete[-1] / "state.json")
+        return Checkpoint(path=complete[-1], step=int(state["step"]), state=state)
+
+
+def read_metrics_file(path: Path, *, lenient: bool = False) -> list[dict[str, Any]]:
+    """The reports in a metrics.jsonl ([] when there is none).
+
+    Strict by default (a resumed run must continue the exact record). ``lenient``
+    skips lines that are not a JSON report with an ``iteration``, for display:
+    a loss curve drawn from a hand-edited or foreign file just lacks those points.
+    """
+    if not path.is_file():
+        return []
+    records = []
+    for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            if lenient:
+                continue
+            raise DataError(f"{path}:{number}: not valid JSON ({exc.msg}).") from exc
+        if not isinstance(record, dict) or not isinstance(record.get("iteration"), int | float):
+            if lenient:
+                continue
+            raise DataError(f"{path}:{number}: expected a report with an 'iteration', got {line[:80]!r}.")
+        records.append(record)
+    return records
+
+
+def loss_series(records: list[dict[str, Any]]) -> dict[str, list[tuple[float, float]]]:
+    """(iteration, loss) points of the train and validation curves; NaN and missing values left out."""
+    series: dict[str, list[tuple[float, float]]] = {"train_loss": [], "val_loss": []}
+    for record in records:
+        for key, points in series.items():
+            value = record.get(key)
+            if isinstance(value, int | float) and math.isfinite(value):
+                points.append((float(record["iteration"]), float(value)))
+    return series
+
+
+def training_process() -> dict[str, Any]:
+    """This process, as the manifest records it while it trains."""
+    from punie.serve import procinfo
+
+    info = procinfo.read(os.getpid())
+    return {"pid": os.getpid(), "start": info.start if info else None}
+
+
+def training_process_alive(record: Any) -> bool:
+    """Is the process a manifest names still running? Unknown (an older manifest) counts as gone."""
+    from punie.serve import procinfo
+
+    if not isinstance(record, dict) or not isinstance(record.get("pid"), int):
+        return False
+    return procinfo.is_running(record["pid"], record.get("start"))
