@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TINY_CONFIG
 from punie.errors import ConfigError, ModelError
 from punie.eval import run_eval
 from punie.training import TrainConfig, train
@@ -28,10 +27,10 @@ def random_llama(out: Path, tokenizer_from: Path, seed: int, **sizes: int) -> Pa
 
     out.mkdir(parents=True)
     mx.random.seed(seed)
-    config = TINY_CONFIG | sizes
-    model = llama.Model(llama.ModelArgs(**config))
+    config = json.loads((tokenizer_from / "config.json").read_text()) | sizes  # model id included
+    model = llama.Model(llama.ModelArgs.from_dict(config))
     mx.save_safetensors(str(out / "model.safetensors"), dict(tree_flatten(model.parameters())))
-    (out / "config.json").write_text(json.dumps(config | {"punie": {"model_id": "tiny-random-llama"}}))
+    (out / "config.json").write_text(json.dumps(config))
     for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
         shutil.copy(tokenizer_from / name, out / name)
     return out
@@ -67,11 +66,10 @@ def test_adapter_on_a_base_it_was_not_trained_on_is_refused(tiny_model, other_se
     assert not (tmp_path / "out").exists()
 
     forced = run_eval(suite, model=str(other_seed), adapters=[trained], max_tokens=2, out_dir=tmp_path / "out",
-                      force=True, report=False)
+                      force=True)
     assert len(forced.warnings) == 1 and "Evaluated anyway (--force)" in forced.warnings[0]
     assert json.loads((tmp_path / "out" / "results.json").read_text())["warnings"] == forced.warnings
-    same = run_eval(suite, model=str(tiny_model), adapters=[trained], max_tokens=2, out_dir=tmp_path / "same",
-                    report=False)
+    same = run_eval(suite, model=str(tiny_model), adapters=[trained], max_tokens=2, out_dir=tmp_path / "same")
     assert same.warnings == [] and [r.name for r in same.runs] == ["baseline", "adapter"]
 
 
@@ -106,7 +104,9 @@ def test_advice_names_the_recorded_base_never_the_one_that_failed(tiny_model, tr
 def test_eval_out_with_results_is_refused_unless_force(tiny_model, tmp_path):
     suite = write_suite(tmp_path / "suite.jsonl", n=2)
     out = tmp_path / "out"
-    run_eval(suite, model=str(tiny_model), max_tokens=2, out_dir=out)
+    from punie.report.eval_report import write_report
+
+    run_eval(suite, model=str(tiny_model), max_tokens=2, out_dir=out, on_written=write_report)
     before = (out / "results.json").read_bytes(), (out / "report.html").read_bytes()
     with pytest.raises(ConfigError, match="already holds results.json and report.html from another eval; pass "
                                           "--force to replace them"):
