@@ -84,7 +84,7 @@ def test_start_status_stop_round_trip_two_servers(run_cli, tiny_model, no_leftov
     for record in (one, two):
         row = next(line for line in status.stdout.splitlines() if f" {record.name} " in line)
         assert str(record.pid) in row and record.url in row and "ok" in row
-    reply = httpx.post(f"{two.url}/v1/chat/completions", timeout=60,
+    reply = httpx.post(f"{two.url}/v1/chat/completions", timeout=60, trust_env=False,
                        json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 3}).json()
     assert reply["choices"][0]["message"]["role"] == "assistant"
 

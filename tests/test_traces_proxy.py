@@ -93,7 +93,7 @@ def proxy(upstream, tmp_path):
 
 def chat(proxy, messages, **extra):
     return httpx.post(f"{proxy.url}/v1/chat/completions", json={"model": "m", "messages": messages, "tools": TOOLS,
-                                                                 **extra}, timeout=10)
+                                                                 **extra}, timeout=10, trust_env=False)
 
 
 def test_proxy_binds_to_localhost(proxy):
@@ -129,7 +129,7 @@ def test_a_continued_conversation_extends_its_trace(proxy):
 
 
 def test_other_paths_are_forwarded_not_recorded(proxy):
-    reply = httpx.get(f"{proxy.url}/v1/models", timeout=10)
+    reply = httpx.get(f"{proxy.url}/v1/models", timeout=10, trust_env=False)
     assert reply.json()["data"][0]["id"] == "fake-model"
     assert Upstream.requests == [("GET", "/v1/models", {})]
     assert proxy.store.count() == 0
@@ -149,7 +149,7 @@ def test_unreachable_upstream_is_a_502(tmp_path):
 
 
 def test_streaming_is_passed_through_and_recorded(proxy):
-    with httpx.stream("POST", f"{proxy.url}/v1/chat/completions", timeout=10,
+    with httpx.stream("POST", f"{proxy.url}/v1/chat/completions", timeout=10, trust_env=False,
                       json={"model": "m", "stream": True, "messages": [{"role": "user", "content": "hi"}]}) as r:
         body = b"".join(r.iter_raw())
     assert body.count(b"data:") == 5 and body.endswith(b"data: [DONE]\n\n")
@@ -161,7 +161,7 @@ def test_streaming_is_passed_through_and_recorded(proxy):
 def test_upstream_with_v1_suffix(upstream, tmp_path):
     with TraceStore(tmp_path / "t.sqlite") as store, \
             RecordingProxy(upstream + "/v1", store, log=open("/dev/null", "w")) as server:  # noqa: SIM115
-        assert httpx.get(f"{server.url}/v1/models", timeout=10).status_code == 200
+        assert httpx.get(f"{server.url}/v1/models", timeout=10, trust_env=False).status_code == 200
     assert Upstream.requests[0][1] == "/v1/models"
 
 
@@ -185,7 +185,7 @@ def test_a_stream_that_breaks_off_is_logged_not_patched_with_a_502(upstream, tmp
     log = tmp_path / "proxy.log"
     with TraceStore(tmp_path / "t.sqlite") as store, open(log, "w") as log_file, \
             RecordingProxy(upstream, store, log=log_file) as server:
-        with httpx.stream("POST", f"{server.url}/v1/chat/completions", timeout=10,
+        with httpx.stream("POST", f"{server.url}/v1/chat/completions", timeout=10, trust_env=False,
                           json={"model": "cut", "stream": True, "messages": [{"role": "user", "content": "hi"}]}) as r:
             status, body = r.status_code, b"".join(r.iter_raw())
         assert store.count() == 0

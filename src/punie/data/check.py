@@ -25,10 +25,10 @@ from punie.data.formats import TEMPLATE_FORMATS, scan_jsonl
 from punie.data.labels import imbalance, label_counts
 from punie.data.lengths import has_chat_template, length_stats, sequence_length
 from punie.data.schema import validate_record
+from punie.data.split import REQUIRED_SPLITS
+from punie.data.split import SPLIT_NAMES as SPLITS
 from punie.errors import DataError
 
-SPLITS = ("train", "valid", "test")
-REQUIRED_SPLITS = ("train", "valid")
 SUMMARY_MARKER = "punie_data_check"
 
 
@@ -66,13 +66,13 @@ class CheckReport:
         (self.errors if severity(code) == ERROR else self.warnings).append(finding)
 
     def raise_for_errors(self) -> None:
-        """DataError listing the first errors, when there are any (for ``punie train``)."""
+        """DataError listing the first ten errors as file:line, when there are any (for ``punie train``)."""
         if self.ok:
             return
-        shown = "; ".join(f"{f.where}: {f.message}" for f in self.errors[:3])
-        more = f" (and {len(self.errors) - 3} more)" if len(self.errors) > 3 else ""
-        raise DataError(f"{len(self.errors)} data errors in {self.data_dir}: {shown}{more}. "
-                        f"Run 'punie data check {self.data_dir}' for all of them, or pass --no-check to skip.")
+        shown = "\n".join(f"  {f.where}: {f.message}" for f in self.errors[:10])
+        more = f"\n  ... and {len(self.errors) - 10} more" if len(self.errors) > 10 else ""
+        raise DataError(f"the data in {self.data_dir} has {len(self.errors)} error(s); nothing was trained:\n"
+                        f"{shown}{more}\nSee 'punie data check {self.data_dir}', or pass --no-check to skip.")
 
     def to_dict(self) -> dict[str, Any]:
         codes = Counter(f.code for f in self.errors + self.warnings)

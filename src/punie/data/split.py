@@ -32,6 +32,7 @@ from punie.data.labels import label_of
 from punie.errors import ConfigError, DataError
 
 SPLIT_NAMES = ("train", "valid", "test")
+REQUIRED_SPLITS = ("train", "valid")  # training needs both; test is optional
 NO_LABEL = "(none)"
 # What datasets (Hugging Face and others) call punie's three splits.
 SPLIT_ALIASES = {"train": "train", "training": "train", "validation": "valid", "valid": "valid", "val": "valid",

@@ -25,6 +25,7 @@ from typing import Any
 
 from punie.errors import DataError, ModelError
 from punie.models.loading import check_adapter_dir
+from punie.models.registry import read_model_config
 from punie.training.rundir import ADAPTERS, BaseModelIdentity, RunDir
 
 ARCH_KEYS = ("model_type", "hidden_size", "num_hidden_layers", "intermediate_size", "num_attention_heads",
@@ -40,7 +41,7 @@ def check_adapter_matches(adapter: Path, base_dir: Path | None, base_name: str, 
     config = check_adapter_dir(adapter)
     if base_dir is None or not (base_dir / "config.json").is_file():
         return []  # a hub repo id not downloaded here: mlx-lm's load-time shape check is all there is
-    base_config = json.loads((base_dir / "config.json").read_text())
+    base_config = read_model_config(base_dir)
     try:
         recorded = RunDir(adapter).base_model()
     except DataError as exc:
@@ -50,7 +51,7 @@ def check_adapter_matches(adapter: Path, base_dir: Path | None, base_name: str, 
     if isinstance(trained_on, str) and trained_on:
         other = Path(trained_on).expanduser()
         if (other / "config.json").is_file() and other.resolve() != base_dir.resolve():
-            diff = _config_difference(json.loads((other / "config.json").read_text()), base_config)
+            diff = _config_difference(read_model_config(other), base_config)
             if diff:
                 raise ModelError(f"adapter {adapter} was trained on {trained_on}, which differs from the base model "
                                  f"{base_name} ({diff}). {hint}.")

@@ -73,19 +73,18 @@ class InProcessEngine:
 
     def use_adapter(self, adapter: Path | None) -> None:
         """Make the model the base (``None``) or the base plus ``adapter``."""
-        from mlx_lm.tuner.utils import load_adapters
+        from punie.models.loading import apply_adapter
 
         strip_adapter_layers(self.model)
         self.model.load_weights(self._base_params, strict=True)
         self._active = None
         if adapter is not None:
             try:
-                load_adapters(self.model, str(adapter))
-            except (ValueError, KeyError, FileNotFoundError) as exc:
+                apply_adapter(self.model, adapter, base_name=self.options.model or "default")
+            except ModelError:
                 strip_adapter_layers(self.model)
                 self.model.load_weights(self._base_params, strict=True)
-                raise ModelError(f"adapter {adapter} does not fit the base model {self.options.model or 'default'}: "
-                                 f"{exc}") from exc
+                raise
             self._active = adapter
         # New LoRA modules start in training mode, where their dropout is active: evaluation is greedy.
         self.model.eval()

@@ -190,5 +190,7 @@ def _run_names(adapters: list[Path]) -> list[str]:
 def _metrics_path(adapter: Path | None) -> str | None:
     if adapter is None:
         return None
-    path = adapter / "metrics.jsonl"
+    from punie.training.rundir import RunDir
+
+    path = RunDir(adapter).metrics_file
     return str(path) if path.is_file() else None

@@ -28,7 +28,12 @@ def check_adapter_dir(adapter: Path | str) -> dict[str, Any]:
     if missing:
         hint = "; was training interrupted before the first save?" if missing == [ADAPTER_WEIGHTS] else "."
         raise ModelError(f"{adapter} is not an adapter directory: {' and '.join(missing)} missing{hint}")
-    config_path = path / ADAPTER_CONFIG
+    return read_adapter_config(path)
+
+
+def read_adapter_config(adapter: Path | str) -> dict[str, Any]:
+    """The parsed ``adapter_config.json`` (the one reader of that file); ModelError when it is not a JSON object."""
+    config_path = Path(adapter).expanduser() / ADAPTER_CONFIG
     try:
         config = json.loads(config_path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
@@ -36,6 +41,21 @@ def check_adapter_dir(adapter: Path | str) -> dict[str, Any]:
     if not isinstance(config, dict):
         raise ModelError(f"{config_path}: expected a JSON object of adapter settings, got {type(config).__name__}.")
     return config
+
+
+def apply_adapter(model: Any, adapter: Path | str, *, base_name: str) -> None:
+    """Add ``adapter``'s LoRA/DoRA layers and weights to a loaded ``model`` in place (mlx-lm's ``load_adapters``).
+
+    ModelError when its layers do not fit ``model``; the caller restores the base
+    (eval swaps adapters on one loaded base instead of reloading it).
+    """
+    from mlx_lm.tuner.utils import load_adapters
+
+    check_adapter_dir(adapter)
+    try:
+        load_adapters(model, str(adapter))
+    except (ValueError, KeyError, FileNotFoundError) as exc:
+        raise ModelError(f"adapter {adapter} does not fit the base model {base_name}: {exc}") from exc
 
 
 def load_tokenizer(model: str | None = None) -> Any:

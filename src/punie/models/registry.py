@@ -15,6 +15,7 @@ import sys
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from punie import paths
 from punie.errors import ModelError
@@ -47,6 +48,19 @@ def default_model_dir(dtype: str | None = None) -> Path:
 
 def _is_model_dir(path: Path) -> bool:
     return (path / "config.json").is_file()
+
+
+def read_model_config(model_dir: Path | str) -> dict[str, Any]:
+    """A model directory's ``config.json`` (the one reader of it); ModelError naming the file when it is broken."""
+    path = Path(model_dir) / "config.json"
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise ModelError(f"{path}: cannot read the model's settings ({exc}); re-import or re-download the model.") \
+            from exc
+    if not isinstance(config, dict):
+        raise ModelError(f"{path}: expected a JSON object of model settings, got {type(config).__name__}.")
+    return config
 
 
 def find_default_gguf(download: bool = True) -> Path:
@@ -140,7 +154,7 @@ def list_models() -> list[CachedModel]:
     for path in sorted(paths.models_dir().iterdir()):
         if not _is_model_dir(path):
             continue
-        config = json.loads((path / "config.json").read_text())
+        config = read_model_config(path)
         meta = config.get("punie", {})
         size = sum(f.stat().st_size for f in path.iterdir() if f.is_file())
         found.append(CachedModel(name=path.name, path=path, dtype=meta.get("dtype", config.get("torch_dtype", "?")),

@@ -194,7 +194,7 @@ def health(url: str, timeout: float = 2.0) -> str:
     """``ok`` (200), ``unavailable`` (the server answered but cannot generate) or ``no answer``."""
     with http_client(timeout) as http:
         try:
-            response = http.get(f"{url.rstrip('/')}/health")
+            response = http.get(api_url(url, "/health"))
         except httpx.HTTPError:
             return "no answer"
     return "ok" if response.status_code == 200 else "unavailable"

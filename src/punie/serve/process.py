@@ -89,10 +89,6 @@ class ServerProcess:
         return self.record.url
 
     @property
-    def openai_base_url(self) -> str:
-        return f"{self.url}/v1"
-
-    @property
     def log(self) -> Path:
         return Path(self.record.log)
 

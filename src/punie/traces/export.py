@@ -25,11 +25,11 @@ from typing import Any
 
 from punie import fileio
 from punie.chat.toolcalls import TOOL_CALL_START, parse_message, roundtrip_errors
+from punie.data.split import SPLIT_NAMES as SPLITS
 from punie.data.split import check_ratios, parse_ratios, split_groups
 from punie.errors import DataError
 from punie.traces.store import SUCCESS, Trace, TraceStore
 
-SPLITS = ("train", "valid", "test")
 _UNCATEGORIZED = ""
 
 

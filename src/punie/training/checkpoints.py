@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from punie import fileio
-from punie.training.rundir import ADAPTERS, CHECKPOINTS, Checkpoint, RunDir
+from punie.training.rundir import ADAPTERS, CHECKPOINTS, OPTIMIZER, STATE, Checkpoint, RunDir
 
 __all__ = ["ADAPTERS", "CHECKPOINTS", "Checkpoint", "latest_checkpoint", "restore_checkpoint", "save_checkpoint",
            "save_weights", "trainable_weights", "write_adapter_config"]
@@ -56,8 +56,8 @@ def save_checkpoint(out: Path, step: int, model: Any, optimizer: Any, state: dic
         shutil.rmtree(staging)
     staging.mkdir(parents=True)
     mx.save_safetensors(str(staging / ADAPTERS), trainable_weights(model))
-    mx.save_safetensors(str(staging / "optimizer.safetensors"), dict(tree_flatten(optimizer.state)))
-    fileio.write_json(staging / "state.json", state | {"step": step})
+    mx.save_safetensors(str(staging / OPTIMIZER), dict(tree_flatten(optimizer.state)))
+    fileio.write_json(staging / STATE, state | {"step": step})
     if final.exists():
         shutil.rmtree(final)
     staging.rename(final)
@@ -78,5 +78,5 @@ def restore_checkpoint(checkpoint: Checkpoint, model: Any, optimizer: Any) -> No
     weights: dict[str, Any] = mx.load(str(checkpoint.path / ADAPTERS))  # type: ignore[assignment]
     model.load_weights(list(weights.items()), strict=False)
     optimizer.init(model.trainable_parameters())
-    saved: dict[str, Any] = mx.load(str(checkpoint.path / "optimizer.safetensors"))  # type: ignore[assignment]
+    saved: dict[str, Any] = mx.load(str(checkpoint.path / OPTIMIZER))  # type: ignore[assignment]
     optimizer.state = tree_unflatten(list(saved.items()))

@@ -17,11 +17,10 @@ from typing import Any
 import numpy as np
 
 from punie.data.formats import detect_format, read_jsonl
-from punie.data.split import canonical_split
+from punie.data.split import REQUIRED_SPLITS, canonical_split
+from punie.data.split import SPLIT_NAMES as SPLITS
 from punie.errors import DataError
 from punie.training.config import TrainConfig
-
-SPLITS = ("train", "valid", "test")
 
 
 @dataclass
@@ -67,27 +66,25 @@ def load_records(config: TrainConfig) -> dict[str, list[dict[str, Any]]]:
 
 
 def _require_splits(found: dict[str, list[dict[str, Any]]], where: str) -> None:
-    for split in ("train", "valid"):
+    for split in REQUIRED_SPLITS:
         if split not in found:
-            raise DataError(f"{where}: no {split}.jsonl. Create train/valid/test files with "
+            raise DataError(f"{where}: no {split} split ({split}.jsonl). Create train/valid/test files with "
                             "'punie data split ALL.jsonl --out DIR'.")
         if not found[split]:
             raise DataError(f"{where}: {split}.jsonl has no records.")
 
 
 def _load_hf(name: str, fields: dict[str, str]) -> dict[str, list[dict[str, Any]]]:
-    import datasets
+    from punie.data.importer import load_rows
 
     try:
-        ds = datasets.load_from_disk(name) if Path(name).exists() else datasets.load_dataset(name)
-    except Exception as exc:  # datasets raises many unrelated types for a bad name or path
-        raise DataError(f"--hf-dataset {name!r}: cannot load it ({exc}).") from exc
-    if not isinstance(ds, datasets.DatasetDict):
-        raise DataError(f"--hf-dataset {name!r} is a single split; it needs train and validation splits.")
+        splits = load_rows(name)  # the one loader of datasets: a saved directory, a file or a hub name
+    except DataError as exc:
+        raise DataError(f"--hf-dataset {name!r}: {exc}") from exc
     found: dict[str, list[dict[str, Any]]] = {}
-    for split_name, split in ds.items():
+    for split_name, rows in splits.items():
         if (ours := canonical_split(split_name)) is not None:
-            found[ours] = [_map_fields(row, fields) for row in split]
+            found[ours] = [_map_fields(row, fields) for row in rows]
     _require_splits(found, f"--hf-dataset {name}")
     return found
 

@@ -10,7 +10,6 @@ its data or settings leaves the disk as it was: no empty directory, and a
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -109,7 +108,7 @@ def _plan_output(run: RunDir, config: TrainConfig, *, resume: bool, force: bool)
         raise ConfigError(f"--output {output} is a file; choose a directory.")
     exists = output.is_dir() and any(output.iterdir())
     manifest = run.read_manifest() if exists else None
-    pid = _training_now(manifest)
+    pid = run.trained_by_other_process() if manifest is not None else None
     if pid is not None:
         raise ConfigError(f"{output} is being trained right now by process {pid}; wait for it to finish or stop it "
                           "(Ctrl-C), or choose another --output.")
@@ -134,16 +133,6 @@ def _plan_output(run: RunDir, config: TrainConfig, *, resume: bool, force: bool)
         raise ConfigError(f"{output} holds a punie training run ({run.status()}{where}); pass --resume to continue "
                           "it, --force to replace it, or choose another --output.")
     return _OutputPlan(replace=exists)
-
-
-def _training_now(manifest: dict[str, Any] | None) -> int | None:
-    """The pid of another live process training this run, if any."""
-    if manifest is None or manifest.get("status") != "running":
-        return None
-    process: dict[str, Any] = manifest.get("process") or {}
-    if not rundir.training_process_alive(process) or process["pid"] == os.getpid():
-        return None  # gone (killed), or this very process, which left it "running" and is not training it now
-    return int(process["pid"])
 
 
 def _claim_output(run: RunDir, plan: _OutputPlan) -> None:
@@ -182,12 +171,8 @@ def _check_data(config: TrainConfig, tokenizer: Any, fmt: str) -> list[str]:
     from punie.data.check import check_data_dir
 
     report = check_data_dir(Path(config.data), tokenizer, max_seq_length=config.max_seq_length)
-    if report.errors:
-        shown = "\n".join(f"  {f.file}{':' + str(f.line) if f.line else ''}: {f.message}" for f in report.errors[:10])
-        more = f"\n  ... and {len(report.errors) - 10} more" if len(report.errors) > 10 else ""
-        raise DataError(f"the data in {config.data} has {len(report.errors)} error(s); nothing was trained:\n"
-                        f"{shown}{more}\nSee 'punie data check {config.data}', or pass --no-check to skip.")
-    return [f"{f.file}{':' + str(f.line) if f.line else ''}: {f.message}" for f in report.warnings]
+    report.raise_for_errors()
+    return [f"{f.where}: {f.message}" for f in report.warnings]
 
 
 def _attach_adapters(model: Any, config: TrainConfig) -> int:

@@ -30,12 +30,15 @@ from typing import Any
 
 from punie import fileio
 from punie.errors import DataError
+from punie.models.loading import ADAPTER_CONFIG, read_adapter_config
+from punie.models.loading import ADAPTER_WEIGHTS as ADAPTERS
+from punie.models.registry import read_model_config
 
 MANIFEST = "manifest.json"
 METRICS = "metrics.jsonl"
-ADAPTER_CONFIG = "adapter_config.json"
-ADAPTERS = "adapters.safetensors"
 CHECKPOINTS = "checkpoints"
+STATE = "state.json"  # a checkpoint's loop state; written last, so its presence marks the checkpoint complete
+OPTIMIZER = "optimizer.safetensors"
 
 
 @dataclass(frozen=True)
@@ -63,7 +66,7 @@ class BaseModelIdentity:
         config_file = root / "config.json"
         if not config_file.is_file():
             return cls(spec=spec, path=str(path))
-        punie_meta = _json_file(config_file).get("punie") or {}
+        punie_meta = read_model_config(root).get("punie") or {}
         return cls(spec=spec, path=str(path), model_id=punie_meta.get("model_id"),
                    source_sha256=punie_meta.get("source_sha256"), config_sha256=file_sha256(config_file),
                    weights_sha256={w.name: file_sha256(w) for w in sorted(root.glob("*.safetensors"))})
@@ -93,7 +96,7 @@ class BaseModelIdentity:
         compared: a re-import with a newer chat template rewrites it, not the weights.
         """
         config_file = base_dir / "config.json"
-        have = (_json_file(config_file).get("punie") or {}) if config_file.is_file() else {}
+        have = (read_model_config(base_dir).get("punie") or {}) if config_file.is_file() else {}
         if self.model_id and have.get("model_id") and self.model_id != have["model_id"]:
             return f"model id {self.model_id!r} vs {have['model_id']!r}"
         if self.source_sha256 and have.get("source_sha256"):
@@ -184,6 +187,16 @@ class RunDir:
             return "interrupted"
         return status
 
+    def trained_by_other_process(self) -> int | None:
+        """The pid of another live process training this run right now, if any."""
+        manifest = self.read_manifest()
+        if manifest is None or manifest.get("status") != "running":
+            return None
+        process: dict[str, Any] = manifest.get("process") or {}
+        if not training_process_alive(process) or process["pid"] == os.getpid():
+            return None  # gone (killed), or this very process, which left it "running" and is not training it now
+        return int(process["pid"])
+
     def base_model(self) -> BaseModelIdentity | None:
         """The base model the run recorded: the manifest's identity, else adapter_config.json's ``model``."""
         manifest = self.read_manifest()
@@ -203,8 +216,7 @@ class RunDir:
 
     # ---- adapter_config.json -------------------------------------------------------------------
     def read_adapter_config(self) -> dict[str, Any] | None:
-        path = self.path / ADAPTER_CONFIG
-        return _json_file(path) if path.is_file() else None
+        return read_adapter_config(self.path) if (self.path / ADAPTER_CONFIG).is_file() else None
 
     def write_adapter_config(self, payload: dict[str, Any]) -> None:
         fileio.write_json(self.path / ADAPTER_CONFIG, payload)
@@ -215,13 +227,13 @@ class RunDir:
 
     def complete_checkpoints(self) -> list[Path]:
         root = self.path / CHECKPOINTS
-        return sorted(p for p in root.glob("step-*") if (p / "state.json").is_file()) if root.is_dir() else []
+        return sorted(p for p in root.glob("step-*") if (p / STATE).is_file()) if root.is_dir() else []
 
     def latest_checkpoint(self) -> Checkpoint | None:
         complete = self.complete_checkpoints()
         if not complete:
             return None
-        state = _json_file(complete[-1] / "state.json")
+        state = _json_file(complete[-1] / STATE)
         return Checkpoint(path=complete[-1], step=int(state["step"]), state=state)
 
 
