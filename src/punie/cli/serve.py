@@ -70,18 +70,21 @@ def run(
     options = _options(model, adapter, port, host, name, timeout)
     server = ServerProcess(options.model, options.adapter, port=options.port, host=options.host,
                            name=options.name, timeout=options.timeout)
-    with err.status("Starting mlx_lm.server ..."):
-        server.start()
-    with server:
-        err.print(f"Serving '{server.name}' at {server.url} (pid {server.pid}). Press Ctrl-C to stop.")
-        try:
+    # Ctrl-C at any moment (during the start, or before the log is followed) is a clean stop, exit 0.
+    try:
+        with err.status("Starting mlx_lm.server ..."):
+            server.start()
+        with server:
+            err.print(f"Serving '{server.name}' at {server.url} (pid {server.pid}). Press Ctrl-C to stop.")
             for line in follow_log(server.log, until_gone=server.record, offset=0):
                 print(line, flush=True)
-        except KeyboardInterrupt:
-            err.print(f"Stopping '{server.name}' ...")
-            return
-        raise ServeError(f"server '{server.name}' (pid {server.pid}) exited on its own "
-                         f"(status {server.exit_code(wait=5.0)}); see its log above.")
+            code = server.exit_code(wait=5.0)
+    except KeyboardInterrupt:
+        err.print(f"Stopping '{server.name}' ...")
+        server.stop()  # already stopped when the signal came inside the block; safe twice
+        return
+    raise ServeError(f"server '{server.name}' (pid {server.pid}) exited on its own (status {code}); "
+                     "see its log above.")
 
 
 @app.command("status")
