@@ -486,3 +486,34 @@ def test_raise_for_errors_lists_the_first_errors(tmp_path):
     report = check_data_dir(data)
     with pytest.raises(DataError, match=r"train.jsonl:2: not valid JSON"):
         report.raise_for_errors()
+
+
+def test_valid_calls_reusing_train_argument_values_warn_as_vocabulary_leakage(tmp_path):
+    data = make_dir(tmp_path / "d")
+    # New requests (no duplicate records) whose calls reuse train's paths: leakage of vocabulary, not of records.
+    reused = []
+    for i in (0, 2, 4, 6):  # list_dir records: their target is the call
+        record = tools_record(i)
+        record["messages"][1]["content"] = f"Could you take a look at it, number {i}?"
+        reused.append(record)
+    write_lines(data / "valid.jsonl", reused)
+    report = check_data_dir(data)
+    [(where, line)] = at(report.warnings, "shared-arguments")
+    assert where.endswith("valid.jsonl") and line is None
+    message = next(f.message for f in report.warnings if f.code == "shared-arguments")
+    assert "4 of its 4 distinct" in message and "'alpha0'" in message
+    assert "leakage" not in codes(report.errors)  # not the same records
+    assert "shared-arguments" not in codes(check_data_dir(data, max_shared_arguments=1.0).warnings)
+    assert "shared-arguments" not in codes(check_data_dir(make_dir(tmp_path / "clean")).warnings)
+
+
+def test_argument_values_come_from_the_target_calls_and_skip_file_contents():
+    from punie.data.vocabulary import argument_values
+
+    record = tools_record(1)
+    assert argument_values(record) == set()  # its target is the final text answer
+    record["messages"] = record["messages"][:2]
+    assert argument_values(record) == {"bravo1.txt"}
+    record["messages"][1]["tool_calls"] = [{"type": "function", "function": {
+        "name": "write_file", "arguments": json.dumps({"path": "a.md", "content": "x" * 500})}}]
+    assert argument_values(record) == {"a.md"}

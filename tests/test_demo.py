@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from pathlib import Path
 
 import pytest
 
@@ -18,9 +19,14 @@ def test_demo_runs_every_stage_and_reports_headline_numbers(tmp_path):
     result = run_demo(tmp_path / "demo", iters=2, eval_cases=6, on_stage=lambda key, text: stages.append(key))
     assert stages == ["import", "traces", "train", "evaluate"]
     headline = json.loads((tmp_path / "demo" / "demo.json").read_text())
-    assert headline["cases"] == 6 and headline["train_steps"] == 2
-    assert 0 <= headline["baseline_accuracy"] <= 1 and 0 <= headline["adapter_accuracy"] <= 1
-    assert {"delta", "ci95", "p_value"} <= set(headline["comparison"])
+    assert headline["train_steps"] == 2
+    # All three suites are evaluated and reported: the sample workspace, held-out projects, foreign tools.
+    assert list(headline["suites"]) == ["suite", "suite-projects", "suite-notool"]
+    for suite in headline["suites"].values():
+        assert suite["cases"] == 6
+        assert 0 <= suite["baseline_accuracy"] <= 1 and 0 <= suite["adapter_accuracy"] <= 1
+        assert {"delta", "ci95", "p_value"} <= set(suite["comparison"])
+        assert Path(suite["report"]).is_file()
     assert (result.out / "eval" / "report.html").is_file() and (result.adapter / "adapters.safetensors").is_file()
     for split in ("train", "valid", "test"):
         assert (result.out / "data" / f"{split}.jsonl").stat().st_size > 0

@@ -16,7 +16,8 @@ from punie.traces.store import Trace, TraceStore
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 COMMITTED = DATA / "agent"
-FILES = ("train.jsonl", "valid.jsonl", "test.jsonl", "suite.jsonl", "export.json")
+FILES = ("train.jsonl", "valid.jsonl", "test.jsonl", "suite.jsonl", "suite-projects.jsonl",
+         "suite-projects-valid.jsonl", "suite-notool.jsonl", "export.json")
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +66,7 @@ def test_committed_files_are_exactly_what_the_generator_produces(tmp_path, token
 
 def test_every_training_target_round_trips_through_the_template(tokenizer):
     lines = (COMMITTED / "train.jsonl").read_text().splitlines()
-    assert 300 <= len(lines) <= 400
+    assert 700 <= len(lines) <= 1000
     for line in lines:
         record = json.loads(line)
         assert roundtrip_errors(tokenizer, record["messages"], record["tools"], len(record["messages"]) - 1) == []

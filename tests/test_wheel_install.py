@@ -124,5 +124,6 @@ def test_data_eval_and_report_commands_run_from_the_wheel(punie_cli, tiny_model,
 
 def test_demo_data_from_the_packaged_workspace_is_the_committed_data(punie_cli, tiny_model, tmp_path):
     punie_cli("traces", "demo-data", "--out", tmp_path / "agent", "--model", tiny_model)
-    for name in ("train.jsonl", "valid.jsonl", "test.jsonl", "suite.jsonl", "export.json"):
+    for name in ("train.jsonl", "valid.jsonl", "test.jsonl", "suite.jsonl", "suite-projects.jsonl",
+                 "suite-notool.jsonl", "export.json"):
         assert (tmp_path / "agent" / name).read_bytes() == (REPO / "data" / "agent" / name).read_bytes(), name

@@ -2,7 +2,9 @@
 
 import the model -> record agent traces (a scripted policy driving the real
 tools on the sample workspace) -> export them as training data -> train a LoRA
-adapter -> evaluate baseline vs adapter on the held-out suite -> HTML report.
+adapter -> evaluate baseline vs adapter on three held-out suites (the sample
+workspace's held-out files; projects never trained on; other agents' tools with
+questions that need none) -> an HTML report per suite.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ class DemoResult:
     out: Path
     model: str
     adapter: Path
-    results: Any  # punie.eval.EvalResults
+    results: Any  # punie.eval.EvalResults of the in-workspace suite
     headline: dict[str, Any]
 
 
@@ -60,33 +62,39 @@ def run_demo(out: Path | None = None, *, seed: int = 42, iters: int | None = Non
     settings: dict[str, Any] = DEMO_TRAINING | ({"iters": iters} if iters else {}) | {"seed": seed}
     config = TrainConfig(data=out / "data", model=model, output=out / "adapter", **settings)
     trained = train(config, train_callback)
-    stage("evaluate", f"Evaluating baseline and adapter on {data.suite_cases} held-out cases")
-    suite = data.files["suite"] if eval_cases is None else _subset(data.files["suite"], eval_cases)
-    results = run_eval(suite, model=model, adapters=[trained.output], out_dir=out / "eval",
-                       max_tokens=DEMO_MAX_TOKENS, progress=eval_progress, on_written=write_report)
-    headline = _headline(results.to_dict(), trained) | {"report": str(out / "eval" / "report.html")}
+    total = sum(data.suites[name] for name in demo_data.SUITES)
+    stage("evaluate", f"Evaluating baseline and adapter on {len(demo_data.SUITES)} held-out suites ({total} cases)")
+    suites: dict[str, Any] = {}
+    main_results = None
+    for name in demo_data.SUITES:
+        suite = data.files[name] if eval_cases is None else _subset(data.files[name], eval_cases)
+        eval_dir = out / _EVAL_DIRS[name]
+        results = run_eval(suite, model=model, adapters=[trained.output], out_dir=eval_dir,
+                           max_tokens=DEMO_MAX_TOKENS, progress=eval_progress, on_written=write_report)
+        suites[name] = _suite_headline(results.to_dict()) | {"about": demo_data.SUITES[name],
+                                                              "report": str(eval_dir / "report.html")}
+        main_results = main_results or results
+    headline = {"suites": suites, "train_steps": trained.steps, "best_val_loss": trained.best_val_loss}
     fileio.write_json(out / "demo.json", headline)
-    return DemoResult(out=out, model=model, adapter=trained.output, results=results, headline=headline)
+    return DemoResult(out=out, model=model, adapter=trained.output, results=main_results, headline=headline)
+
+
+# Where each suite's results and report go; the in-workspace suite keeps the directory it always had.
+_EVAL_DIRS = {"suite": "eval", "suite-projects": "eval-projects", "suite-notool": "eval-notool"}
 
 
 def _subset(suite: Path, n: int) -> Path:
     lines = [line for line in suite.read_text().splitlines() if line.strip()]
     step = max(len(lines) // max(n, 1), 1)
-    subset = suite.with_name(f"suite-{n}.jsonl")
+    subset = suite.with_name(f"{suite.stem}-{n}.jsonl")
     fileio.write_text(subset, "".join(line + "\n" for line in lines[::step][:n]))
     return subset
 
 
-def _headline(data: dict[str, Any], trained: Any) -> dict[str, Any]:
+def _suite_headline(data: dict[str, Any]) -> dict[str, Any]:
     runs = {r["name"]: r["summary"] for r in data["runs"]}
-    comparison = data["comparisons"][0] if data["comparisons"] else {}
     baseline: dict[str, Any] = runs.get("baseline", {})
     adapter: dict[str, Any] = next((s for name, s in runs.items() if name != "baseline"), {})
-    return {
-        "cases": data["suite"]["cases"],
-        "baseline_accuracy": baseline.get("accuracy"),
-        "adapter_accuracy": adapter.get("accuracy"),
-        "comparison": comparison,
-        "train_steps": trained.steps,
-        "best_val_loss": trained.best_val_loss,
-    }
+    return {"cases": data["suite"]["cases"], "baseline_accuracy": baseline.get("accuracy"),
+            "adapter_accuracy": adapter.get("accuracy"),
+            "comparison": data["comparisons"][0] if data["comparisons"] else {}}

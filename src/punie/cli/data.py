@@ -28,6 +28,9 @@ def check(
     no_tokenizer: Annotated[bool, typer.Option(help="Skip the template, length and round-trip checks.")] = False,
     max_seq_length: Annotated[int, typer.Option(help="Longest sequence training keeps, in tokens.")] = 2048,
     max_label_ratio: Annotated[float, typer.Option(help="Warn when one label outnumbers another by more.")] = 2.0,
+    max_shared_arguments: Annotated[float, typer.Option(
+        help="Warn when more than this share of a valid/test split's tool-call argument values occur in train.")
+    ] = 0.5,
     out_dir: Annotated[Path | None, typer.Option("--out", help="Where to write summary.json and data_card.html "
                                                  "(default: DATA_DIR).")] = None,
     show_all: Annotated[bool, typer.Option("--all", help="Print every finding, not the first 20 per check.")] = False,
@@ -40,7 +43,8 @@ def check(
 
     tokenizer = None if no_tokenizer else load_tokenizer(model)
     with err.status(f"Checking {data_dir} ..."):
-        report = check_data_dir(data_dir, tokenizer, max_seq_length=max_seq_length, max_label_ratio=max_label_ratio)
+        report = check_data_dir(data_dir, tokenizer, max_seq_length=max_seq_length, max_label_ratio=max_label_ratio,
+                                max_shared_arguments=max_shared_arguments)
     print_check_report(report, show_all=show_all)
     summary, card = write_check_outputs(report, out_dir or data_dir)
     out.print(f"Wrote {summary} and {card}")

@@ -40,13 +40,14 @@ def demo(
     finally:
         train_display.progress.stop()
         eval_bars.bars.stop()
-    h, comp = result.headline, result.headline["comparison"]
-    out.print(f"\n[bold]Held-out tool-use suite ({h['cases']} cases), SmolLM2-135M-Instruct:[/]")
-    out.print(f"  baseline  {h['baseline_accuracy']:.1%}")
-    out.print(f"  adapter   {h['adapter_accuracy']:.1%}")
-    if comp:
-        lo, hi = comp["ci95"]
-        out.print(f"  delta     {comp['delta'] * 100:+.1f} pp (95% CI {lo * 100:+.1f} to {hi * 100:+.1f}), "
-                  f"McNemar exact p = {comp['p_value']:.2g}; {comp['improved']} cases fixed, "
-                  f"{comp['regressed']} broken")
-    out.print(f"Report: {h['report']}   (punie report open {result.out / 'eval'})")
+    out.print("\n[bold]Baseline vs adapter, SmolLM2-135M-Instruct:[/]")
+    for h in result.headline["suites"].values():
+        comp = h["comparison"]
+        out.print(f"[bold]{h['about']}[/] ({h['cases']} cases)")
+        out.print(f"  baseline {h['baseline_accuracy']:.1%}   adapter {h['adapter_accuracy']:.1%}")
+        if comp:
+            lo, hi = comp["ci95"]
+            out.print(f"  delta {comp['delta'] * 100:+.1f} pp (95% CI {lo * 100:+.1f} to {hi * 100:+.1f}), "
+                      f"McNemar exact p = {comp['p_value']:.2g}; {comp['improved']} cases fixed, "
+                      f"{comp['regressed']} broken")
+        out.print(f"  report: {h['report']}")

@@ -197,4 +197,5 @@ def demo_data(
         data = generator.generate(out_dir, seed=seed, store=store, tokenizer=tokenizer, workspace=workspace)
     out.print(f"Recorded {data.traces} demo traces (source 'demo') in the trace store.")
     _print_export(data.export)
-    out.print(f"Eval suite: {data.suite_cases} held-out cases in {data.files['suite']}")
+    for name, cases in data.suites.items():
+        out.print(f"Eval suite: {cases} held-out cases in {data.files[name]}")

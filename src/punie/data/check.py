@@ -27,6 +27,7 @@ from punie.data.lengths import has_chat_template, length_stats, sequence_length
 from punie.data.schema import validate_record
 from punie.data.split import REQUIRED_SPLITS
 from punie.data.split import SPLIT_NAMES as SPLITS
+from punie.data.vocabulary import shared_vocabulary
 from punie.errors import DataError
 
 SUMMARY_MARKER = "punie_data_check"
@@ -102,7 +103,7 @@ class _Row:
 
 def check_data_dir(data_dir: Path, tokenizer: Any = None, *, max_seq_length: int = 2048,
                    splits: tuple[str, ...] = SPLITS, max_label_ratio: float = 2.0,
-                   min_label_records: int = 10) -> CheckReport:
+                   min_label_records: int = 10, max_shared_arguments: float = 0.5) -> CheckReport:
     """Check every split file in ``data_dir``; never raises for bad data, only for a missing directory."""
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
@@ -129,6 +130,7 @@ def check_data_dir(data_dir: Path, tokenizer: Any = None, *, max_seq_length: int
     if tokenizer is not None:
         _check_rendering(report, loaded, tokenizer)
     _check_across_splits(report, loaded, max_label_ratio, min_label_records)
+    _check_shared_arguments(report, loaded, max_shared_arguments)
     for split, rows in loaded.items():
         stats = report.splits[split]
         stats.bad_records = stats.lines - stats.records + sum(not r.clean for r in rows)
@@ -277,6 +279,25 @@ def _check_leakage(report: CheckReport, loaded: dict[str, list[_Row]]) -> None:
                            f"the same record as {train_file}:{match[1]}{how}; evaluating on training data "
                            "overstates the result. Remove one, or re-split with 'punie data split', which keeps "
                            "duplicates in one split")
+
+
+def _check_shared_arguments(report: CheckReport, loaded: dict[str, list[_Row]], max_share: float) -> None:
+    """Warn when valid/test tool calls mostly use argument values train already has (vocabulary leakage)."""
+    if "train" not in loaded:
+        return
+    train = [row.record for row in loaded["train"] if row.clean]
+    for split, rows in loaded.items():
+        if split == "train":
+            continue
+        found = shared_vocabulary(train, [row.record for row in rows if row.clean])
+        if found.total and found.share > max_share:
+            shown = ", ".join(repr(v) for v in found.shared[:5]) + (", ..." if len(found.shared) > 5 else "")
+            report.add(report.splits[split].file, None, "shared-arguments",
+                       f"{len(found.shared)} of its {found.total} distinct tool-call argument values "
+                       f"({found.share:.0%}, above {max_share:.0%}) also occur in train ({shown}); a score on it "
+                       "measures recall of train's vocabulary (paths, patterns, commands), not copying arguments "
+                       "from the request. Fix: keep each project or source in one split, or evaluate on a suite "
+                       "about projects training never saw")
 
 
 def write_summary(report: CheckReport, out_dir: Path) -> Path:

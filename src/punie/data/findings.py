@@ -39,6 +39,7 @@ CODES: dict[str, tuple[str, str]] = {
     "near-duplicate": (WARNING, "a record repeats an earlier one up to case, spacing and punctuation"),
     "imbalance": (WARNING, "one label outnumbers another past the ratio threshold"),
     "split-format": (WARNING, "splits use different formats"),
+    "shared-arguments": (WARNING, "valid/test tool calls reuse train's argument values past the threshold"),
     "no-tokenizer": (WARNING, "no tokenizer: template, length and round-trip checks skipped"),
 }
 

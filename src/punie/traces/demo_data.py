@@ -20,7 +20,7 @@ import re
 import shutil
 import tempfile
 from collections.abc import Callable, Generator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +28,11 @@ from punie import fileio
 from punie.assets import sample_workspace
 from punie.chat.toolcalls import ToolCall, parse_text
 from punie.errors import DataError
-from punie.traces import demo_tasks, sandbox
+from punie.traces import demo_tasks, project_tasks, projects, sandbox
 from punie.traces.agent import DEFAULT_SYSTEM, Completion, run_agent
 from punie.traces.export import ExportReport, export_traces
 from punie.traces.store import TraceStore
-from punie.traces.tools import Workspace, make_tools, tool_schemas
+from punie.traces.tools import Tool, ToolError, Workspace, make_tools, tool_schemas
 
 DEMO_SOURCE = "demo"
 POLICY_ID = "scripted-policy"
@@ -89,7 +89,9 @@ def plan_search(pattern: str, path: str | None) -> Plan:
 
 def plan_locate(pattern: str) -> Plan:
     result = yield _call("search", pattern=pattern)
-    hits = [hit for hit in result.splitlines() if re.search(rf"(def|class) {re.escape(pattern)}\b", hit)]
+    # Python, Go and JavaScript definitions (the synthetic projects have all three).
+    hits = [hit for hit in result.splitlines()
+            if re.search(rf"(def|class|func|function) {re.escape(pattern)}\b", hit)]
     if not hits:
         yield f"I found no definition of {pattern}."
         return
@@ -157,6 +159,7 @@ class ScriptedPolicy:
     plan: Plan
     model_id: str | None = POLICY_ID
     adapter: str | None = None
+    names: dict[str, str] = field(default_factory=dict)  # punie's tool name -> the name the schema uses
     _started: bool = field(default=False, repr=False)
 
     def complete(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> Completion:
@@ -165,11 +168,36 @@ class ScriptedPolicy:
         except StopIteration:
             raise DataError("the scripted plan ended before the agent loop did") from None
         self._started = True
+        for punie_name, shown in self.names.items():
+            # The plans write punie's names; a renamed tool set calls the tool by the schema's name.
+            text = text.replace(f'<tool_call>\n{{"name": "{punie_name}"', f'<tool_call>\n{{"name": "{shown}"')
         return Completion(parse_text(text), text)
 
 
 def policy_for(task: demo_tasks.DemoTask) -> ScriptedPolicy:
-    return ScriptedPolicy(PLANS[task.plan](*task.args))
+    return ScriptedPolicy(PLANS[task.plan](*task.args), names=dict(task.toolset))
+
+
+def tools_for(task: demo_tasks.DemoTask, root: Path) -> dict[str, Tool]:
+    """The task's tools: punie's five on ``root``, a renamed and reordered subset, or another agent's."""
+    if task.foreign:
+        return {name: foreign_tool(name) for name in task.foreign}
+    tools = make_tools(_demo_workspace(root))
+    if not task.toolset:
+        return tools
+    return {shown: replace(tools[name], name=shown) for name, shown in task.toolset}
+
+
+def foreign_tool(name: str) -> Tool:
+    """Another agent's tool: its schema only (the no-tool tasks that carry it never call it)."""
+    pool = next(tools for tools in project_tasks.FOREIGN_TOOLS.values() if name in tools)
+    description, params = pool[name]
+
+    def unavailable(**_: Any) -> str:
+        raise ToolError(f"{name} is not available in the demo")
+
+    return Tool(name, description, {k: {"type": "string", "description": v} for k, v in params.items()},
+                tuple(params), unavailable)
 
 
 @dataclass
@@ -179,10 +207,17 @@ class DemoData:
     traces: int
     suite_cases: int
     export: ExportReport
+    suites: dict[str, int] = field(default_factory=dict)  # suite name (file stem) -> cases
 
 
 # Plans that write files. (The demo's commands only read; a test regenerating the data would catch one that wrote.)
 _CHANGES_FILES = frozenset({"create", "append", "replace"})
+
+
+# The suites punie demo evaluates: file stem -> what it measures.
+SUITES = {"suite": "the sample workspace (held-out files and phrasings)",
+          "suite-projects": "held-out projects (names and phrasings never trained on)",
+          "suite-notool": "other agents' tools, questions that need none"}
 
 
 def training_workspace(source: Path, dest: Path) -> Path:
@@ -205,34 +240,73 @@ def _demo_workspace(root: Path) -> Workspace:
 
 
 def record_traces(store: TraceStore, workspace: Path, seed: int) -> int:
-    """Run every training task on a fresh copy of the training workspace; returns how many were recorded."""
-    tasks = demo_tasks.build_tasks("train", seed)
+    """Run every training task (sample workspace, then the synthetic projects), each on a fresh copy of its
+    tree when it writes files; returns how many traces were recorded."""
     with tempfile.TemporaryDirectory(prefix="punie-demo-") as tmp:
         clean = training_workspace(workspace, Path(tmp) / "clean")
-        for index, task in enumerate(tasks):
-            # Tasks that write files get a fresh copy, so every trace starts from the same files.
-            root = clean
+        runs = [(clean, task) for task in demo_tasks.build_tasks("train", seed)]
+        # A request asked twice with the same tools ("read README.md" in two projects) would make the same
+        # first-step example twice, and the split could put one copy in train and the other in test.
+        seen = {_request_key(task) for _, task in runs}
+        trees: dict[str, Path] = {}
+        for project, task in project_tasks.training_tasks(seed):
+            if _request_key(task) in seen:
+                continue
+            seen.add(_request_key(task))
+            if project.name not in trees:
+                trees[project.name] = projects.materialize(project, Path(tmp) / "projects" / project.name)
+            runs.append((trees[project.name], task))
+        for index, (tree, task) in enumerate(runs):
+            root = tree
             if task.plan in _CHANGES_FILES:
                 root = Path(tmp) / f"run-{index}"
-                shutil.copytree(clean, root)
-            run_agent(task.prompt, engine=policy_for(task), tools=make_tools(_demo_workspace(root)),
-                      store=store, category=task.category, source=DEMO_SOURCE,
-                      meta={"template": task.template, "plan": task.plan})
-    return len(tasks)
+                shutil.copytree(tree, root)
+            run_agent(task.prompt, engine=policy_for(task), tools=tools_for(task, root),
+                      system=task.system or DEFAULT_SYSTEM, store=store, category=task.category,
+                      source=DEMO_SOURCE, meta={"template": task.template, "plan": task.plan}
+                      | ({"project": task.project} if task.project else {}))
+    return len(runs)
+
+
+def _request_key(task: demo_tasks.DemoTask) -> tuple[Any, ...]:
+    return task.prompt, task.system, task.toolset, task.foreign
 
 
 def build_suite(workspace: Path, seed: int) -> list[dict[str, Any]]:
-    """Held-out eval cases: the user task, the tools, and the policy's first step as the expectation."""
-    schemas = tool_schemas(make_tools(_demo_workspace(workspace)))
+    """Held-out eval cases on the sample workspace (``suite.jsonl``)."""
+    return suite_cases([(workspace, task) for task in demo_tasks.build_tasks("eval", seed)])
+
+
+def build_project_suite(pool: str, seed: int) -> list[dict[str, Any]]:
+    """Cases on held-out synthetic projects (pool "valid" or "test"), with the eval templates."""
+    with tempfile.TemporaryDirectory(prefix="punie-suite-") as tmp:
+        trees: dict[str, Path] = {}
+        runs = []
+        for project, task in project_tasks.held_out_tasks(pool, seed):
+            if project.name not in trees:
+                trees[project.name] = projects.materialize(project, Path(tmp) / project.name)
+            runs.append((trees[project.name], task))
+        return suite_cases(runs)
+
+
+def build_foreign_suite(seed: int) -> list[dict[str, Any]]:
+    """No-tool questions offered other agents' tools: the right step is to answer without a call."""
+    with tempfile.TemporaryDirectory(prefix="punie-suite-") as tmp:
+        return suite_cases([(Path(tmp), task) for task in project_tasks.foreign_suite_tasks(seed)])
+
+
+def suite_cases(runs: list[tuple[Path, demo_tasks.DemoTask]]) -> list[dict[str, Any]]:
+    """One case per task: system prompt, request and tools, and the policy's first step as the expectation."""
     cases = []
     counters: dict[str, int] = {}
-    for task in demo_tasks.build_tasks("eval", seed):
+    for root, task in runs:
+        schemas = tool_schemas(tools_for(task, root))
         first = policy_for(task).complete([], schemas).parsed
         counters[task.category] = counters.get(task.category, 0) + 1
-        expect: dict[str, Any] = ({"tool_calls": [_expected_call(c, workspace) for c in first.tool_calls]}
+        expect: dict[str, Any] = ({"tool_calls": [_expected_call(c, root) for c in first.tool_calls]}
                                   if first.tool_calls else {"no_tool_call": True})
         cases.append({"id": f"{task.category}-{counters[task.category]:03d}", "category": task.category,
-                      "messages": [{"role": "system", "content": DEFAULT_SYSTEM},
+                      "messages": [{"role": "system", "content": task.system or DEFAULT_SYSTEM},
                                    {"role": "user", "content": task.prompt}],
                       "tools": schemas, "scorer": "tool_call", "expect": expect})
     return cases
@@ -268,8 +342,11 @@ def generate(out_dir: Path | str, *, seed: int = 42, store: TraceStore | None = 
     if report.rejected:
         raise DataError(f"{len(report.rejected)} demo traces failed validation, e.g. trace "
                         f"{report.rejected[0].trace_id}: {report.rejected[0].reason}")
-    suite = build_suite(source, seed)
-    suite_path = out_dir / "suite.jsonl"
-    fileio.write_text(suite_path, "".join(json.dumps(c, ensure_ascii=False) + "\n" for c in suite))
-    return DemoData(out_dir=out_dir, files={**report.files, "suite": suite_path, "manifest": out_dir / "export.json"},
-                    traces=count, suite_cases=len(suite), export=report)
+    suites = {"suite": build_suite(source, seed), "suite-projects": build_project_suite("test", seed),
+              "suite-projects-valid": build_project_suite("valid", seed), "suite-notool": build_foreign_suite(seed)}
+    files = {**report.files, "manifest": out_dir / "export.json"}
+    for name, cases in suites.items():
+        files[name] = out_dir / f"{name}.jsonl"
+        fileio.write_text(files[name], "".join(json.dumps(c, ensure_ascii=False) + "\n" for c in cases))
+    return DemoData(out_dir=out_dir, files=files, traces=count, suite_cases=len(suites["suite"]), export=report,
+                    suites={name: len(cases) for name, cases in suites.items()})

@@ -49,6 +49,11 @@ class DemoTask:
     template: str
     plan: str
     args: tuple[Any, ...]
+    project: str = ""  # the synthetic project it runs on ("" for the sample workspace)
+    # (punie's tool name, the name this task's schema gives it), in schema order; () means the five as they are
+    toolset: tuple[tuple[str, str], ...] = ()
+    foreign: tuple[str, ...] = ()  # another agent's tools (punie.traces.project_tasks.FOREIGN_TOOLS) instead
+    system: str | None = None  # the system prompt, when not punie's default
 
 
 @dataclass(frozen=True)
