@@ -1,8 +1,12 @@
 """Data-parallel training: 2 local ranks through mlx.launch (ring backend over localhost).
 
-A 2-rank run must give the one-process run's numbers: every reported loss within
-rtol 1e-5 and every adapter weight within atol 1e-5 (the ranks sum float32
-partial sums in another order than one process does; nothing else differs).
+A 2-rank run must give the one-process run's numbers: over 6 steps every
+reported loss within rtol 1e-5 and every adapter weight within atol 1e-5. The
+ranks add float32 partial sums in another order than one process does, and
+nothing else differs; over many steps those rounding differences compound (Adam
+divides by the root of tiny second moments), so the longer runs below, killed
+and resumed, are compared with an uninterrupted 2-rank run, as exactly as the
+one-process resume tests compare theirs.
 """
 
 from __future__ import annotations
@@ -24,14 +28,15 @@ from punie.training import train
 from punie.training.config import TrainConfig
 from punie.training.launcher import Launch, _verdict
 from punie.training.rundir import RunDir
-from test_train import config, data_dir  # noqa: F401  (data_dir is a fixture)
+from test_train import config, data_dir, tool_record, write_split  # noqa: F401  (data_dir is a fixture)
+from test_train_interrupts import assert_same_run as assert_exact_resume
 from test_train_interrupts import cli_options, curves
 
 pytestmark = pytest.mark.skipif(not mx.distributed.is_available("ring"),
                                 reason="this MLX build has no ring backend")
 
 RUN = dict(iters=6, grad_accumulation=2, lr_schedule="cosine", warmup=2, steps_per_eval=3, save_every=3)
-LONG = dict(iters=120, save_every=10, steps_per_eval=20, steps_per_report=5)
+LONG = dict(iters=30, save_every=10, steps_per_eval=10, steps_per_report=5)
 MLX_LAUNCH = str(Path(sys.executable).with_name("mlx.launch"))
 LOSS_RTOL, WEIGHT_ATOL = 1e-5, 1e-5
 
@@ -95,6 +100,20 @@ def wait_for_checkpoint(out: Path, proc: subprocess.Popen, step: int) -> None:
     raise AssertionError(f"no checkpoint at step {step} appeared; the run ended with {proc.poll()}")
 
 
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, tiny_model) -> tuple[Path, Path]:
+    """(data dir, an uninterrupted 2-rank LONG run on it)."""
+    root = tmp_path_factory.mktemp("reference")
+    data = root / "data"
+    data.mkdir()
+    write_split(data / "train.jsonl", [tool_record(i) for i in range(24)])
+    write_split(data / "valid.jsonl", [tool_record(i) for i in range(100, 108)])
+    write_split(data / "test.jsonl", [tool_record(i) for i in range(200, 204)])
+    done = punie(*train_args(data, tiny_model, root / "run", LONG), "--nproc", "2", home=root / "home")
+    assert done.returncode == 0, done.stderr
+    return data, root / "run"
+
+
 def test_two_ranks_give_the_one_process_losses_and_adapter(data_dir, tiny_model, tmp_path, punie_home):  # noqa: F811
     single = tmp_path / "single"
     train(config(data_dir, tiny_model, single, **RUN))
@@ -108,9 +127,10 @@ def test_two_ranks_give_the_one_process_losses_and_adapter(data_dir, tiny_model,
     assert done.stdout.count("Adapter:") == 1  # rank 0 alone reports
 
 
-def test_a_killed_rank_stops_the_other_and_the_run_resumes(data_dir, tiny_model, tmp_path, punie_home):  # noqa: F811
+def test_a_killed_rank_stops_the_other_and_the_run_resumes(reference, tiny_model, tmp_path, punie_home):
+    data, uninterrupted = reference
     out = tmp_path / "run"
-    proc = punie(*train_args(data_dir, tiny_model, out, LONG), "--nproc", "2", home=punie_home, wait=False)
+    proc = punie(*train_args(data, tiny_model, out, LONG), "--nproc", "2", home=punie_home, wait=False)
     try:
         wait_for_checkpoint(out, proc, 10)
         victim = rank_pid(proc.pid, 1)
@@ -124,12 +144,11 @@ def test_a_killed_rank_stops_the_other_and_the_run_resumes(data_dir, tiny_model,
     assert "rank 1 was killed by signal 9 first; the other ranks were stopped" in stderr
     saved = RunDir(out).latest_checkpoint().step
     assert 10 <= saved < LONG["iters"] and f"continue with: punie train --output {out} --resume --nproc 2" in stderr
+    assert "rank 0 lost its connection to another rank" in stderr and "Traceback" not in stderr
     assert RunDir(out).status() == "interrupted"
     resumed = punie("train", "--output", str(out), "--resume", "--nproc", "2", home=punie_home)
     assert resumed.returncode == 0, resumed.stderr
-    straight = tmp_path / "straight"
-    train(config(data_dir, tiny_model, straight, **LONG))
-    assert_same_run(straight, out, LONG["iters"])
+    assert_exact_resume(uninterrupted, out, LONG["iters"])
 
 
 def test_a_silent_rank_makes_the_other_give_up_after_the_timeout(data_dir, tiny_model, tmp_path, punie_home):  # noqa: F811
@@ -154,9 +173,10 @@ def test_a_silent_rank_makes_the_other_give_up_after_the_timeout(data_dir, tiny_
     assert RunDir(out).latest_checkpoint().step >= 10
 
 
-def test_ctrl_c_on_rank_0_alone_stops_both_at_one_step(data_dir, tiny_model, tmp_path, punie_home):  # noqa: F811
+def test_ctrl_c_on_rank_0_alone_stops_both_at_one_step(reference, tiny_model, tmp_path, punie_home):
+    data, uninterrupted = reference
     out = tmp_path / "run"
-    proc = punie(*train_args(data_dir, tiny_model, out, LONG), "--nproc", "2", home=punie_home, wait=False)
+    proc = punie(*train_args(data, tiny_model, out, LONG), "--nproc", "2", home=punie_home, wait=False)
     try:
         wait_for_checkpoint(out, proc, 10)
         os.kill(rank_pid(proc.pid, 0), signal.SIGINT)  # a remote rank never sees the terminal's Ctrl-C
@@ -171,9 +191,7 @@ def test_ctrl_c_on_rank_0_alone_stops_both_at_one_step(data_dir, tiny_model, tmp
     assert RunDir(out).read_manifest()["status"] == "interrupted"
     resumed = punie("train", "--output", str(out), "--resume", "--nproc", "2", home=punie_home)
     assert resumed.returncode == 0, resumed.stderr
-    straight = tmp_path / "straight"
-    train(config(data_dir, tiny_model, straight, **LONG))
-    assert_same_run(straight, out, LONG["iters"])
+    assert_exact_resume(uninterrupted, out, LONG["iters"])
 
 
 RANK_WRAPPER = """
@@ -223,7 +241,7 @@ def test_verdict_names_the_rank_that_failed_first(tmp_path):
     cfg = TrainConfig(data=tmp_path, output=tmp_path / "out")
     launch = Launch(hosts="10.0.0.1,10.0.0.2")
     assert _verdict(launch, cfg, 0, []).code == 0
-    interrupted = _verdict(launch, cfg, 0, [(0, 130), (1, 130)])
+    interrupted = _verdict(launch, cfg, 0, [(1, 130), (0, -15)])
     assert interrupted.code == 130 and "--resume --hosts 10.0.0.1,10.0.0.2" in interrupted.message
     died = _verdict(launch, cfg, 0, [(1, -9), (0, -15)])
     assert died.code == 1 and "rank 1 was killed by signal 9 first" in died.message

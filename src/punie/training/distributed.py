@@ -34,12 +34,22 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from punie.errors import ConfigError
+from punie.errors import ConfigError, PunieError
 
 PEER_TIMEOUT_ENV = "PUNIE_PEER_TIMEOUT"
 DEFAULT_PEER_TIMEOUT = 300.0  # seconds without a finished step (generous: the first step compiles)
 WATCHDOG_EXIT = 75  # a rank stopped by the watchdog exits with this code (EX_TEMPFAIL)
 BACKENDS = ("ring", "mpi", "jaccl", "nccl")  # mx.distributed's backends, in mlx.launch's spelling
+
+
+class PeerLost(PunieError):
+    """Another rank went away in the middle of a collective (it died, or its machine did)."""
+
+
+def is_peer_loss(exc: BaseException) -> bool:
+    """Does this exception come from a backend whose peer vanished (the ring's "connection to a peer was lost")?"""
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and any(word in text for word in ("peer", "connection", "socket"))
 
 
 def available_backends() -> list[str]:

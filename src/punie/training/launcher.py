@@ -147,11 +147,20 @@ def _main_thread() -> bool:
 
 
 def _relay(stream: Any, sink: IO[str], failures: list[tuple[int, int | None]]) -> None:
+    previous, repeats = None, 0
     for line in stream:
-        sink.write(line)
-        sink.flush()
         if match := _FAILURE.search(line):
             failures.append((int(match[1]), int(match[2]) if match[2] is not None else None))
+        if line == previous:  # a backend logs each failed socket call: show one line and a count
+            repeats += 1
+            continue
+        if repeats:
+            sink.write(f"  (the line above {repeats} more times)\n")
+        previous, repeats = line, 0
+        sink.write(line)
+        sink.flush()
+    if repeats:
+        sink.write(f"  (the line above {repeats} more times)\n")
 
 
 def _wait(proc: subprocess.Popen[str], failures: list[tuple[int, int | None]], launch: Launch) -> None:
@@ -173,7 +182,9 @@ def _wait(proc: subprocess.Popen[str], failures: list[tuple[int, int | None]], l
 def _verdict(launch: Launch, config: TrainConfig, returncode: int, failures: list[tuple[int, int | None]]) -> Outcome:
     if not failures and returncode == 0:
         return Outcome(0)
-    if failures and all(code == 130 for _, code in failures):
+    # A stop all ranks agreed on (Ctrl-C): the first to exit makes mlx.launch terminate the rest, which have
+    # written their files by then (see run._wait_for_rank_0).
+    if failures and failures[0][1] == 130:
         return Outcome(130, f"Continue with: {_continue_hint(launch, config)}", failures)
     if not failures:
         return Outcome(1, f"mlx.launch exited with code {returncode}.", failures)

@@ -254,6 +254,11 @@ class Trainer:
             raise TrainingInterrupted(self._saved_step, self.output) from None
         return st
 
+    @property
+    def saved_step(self) -> int:
+        """The step of the newest checkpoint (0: none yet)."""
+        return self._saved_step
+
     def _stop(self) -> None:
         """Stop on Ctrl-C at a step boundary: checkpoint this step (unless just done) and raise."""
         if self.state.step and self._saved_step != self.state.step:

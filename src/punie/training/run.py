@@ -20,7 +20,7 @@ from typing import Any
 from punie.errors import ConfigError, DataError
 from punie.training import checkpoints, rundir
 from punie.training.config import TrainConfig
-from punie.training.distributed import World, run_identity, share_resume
+from punie.training.distributed import PeerLost, World, is_peer_loss, run_identity, share_resume
 from punie.training.loop import Trainer, TrainingCallback, TrainingError, TrainingInterrupted
 from punie.training.rundir import BaseModelIdentity, Checkpoint, RunDir
 
@@ -107,8 +107,13 @@ def train(config: TrainConfig, callback: TrainingCallback | None = None, *, resu
         _write_manifest(run, world, manifest, status="failed", state=trainer.state)
         _wait_for_rank_0(world, run.path)
         raise
-    except Exception:  # anything unexpected: the manifest must not say "running"
-        _write_manifest(run, world, manifest, status="failed", state=trainer.state)
+    except Exception as exc:  # anything unexpected: the manifest must not say "running"
+        lost = world.size > 1 and is_peer_loss(exc)  # the run is sound; a peer rank died
+        _write_manifest(run, world, manifest, status="interrupted" if lost else "failed", state=trainer.state)
+        if lost:
+            raise PeerLost(f"rank {world.rank} lost its connection to another rank ({exc}); that rank probably "
+                           f"died. {run.path} keeps its checkpoint at step {trainer.saved_step}; continue with "
+                           "--resume.") from exc
         raise
     stopped_early = state.step < config.iters
     _write_manifest(run, world, manifest, status="early_stopped" if stopped_early else "completed", state=state)
