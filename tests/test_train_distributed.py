@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import mlx.core as mx
 import numpy as np
@@ -53,7 +54,7 @@ def assert_same_run(a: Path, b: Path, iters: int) -> None:
             np.testing.assert_allclose(np.array(wa[k]), np.array(wb[k]), atol=WEIGHT_ATOL, err_msg=f"{weights}: {k}")
 
 
-def punie(*args: str, home: Path, wait: bool = True, env: dict | None = None) -> subprocess.Popen | subprocess.CompletedProcess:
+def punie(*args: str, home: Path, wait: bool = True, env: dict | None = None) -> Any:
     full = blas.child_env(dict(os.environ, PUNIE_HOME=str(home), COLUMNS="200", **(env or {})))
     cmd = [sys.executable, "-m", "punie", *args]
     if wait:

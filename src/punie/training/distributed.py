@@ -139,12 +139,13 @@ class World:
             return
         names = sorted(fields)
         digests = [_digest(names)] + [_digest(fields[name]) for name in names]
-        sizes = mx.distributed.all_gather(mx.array([len(digests)], dtype=mx.int32), group=self.group).tolist()
+        sizes: list[int] = mx.distributed.all_gather(mx.array([len(digests)], dtype=mx.int32),
+                                                     group=self.group).tolist()  # type: ignore[assignment]
         if len(set(sizes)) > 1:  # not even the same set of fields: different punie versions
             raise ConfigError(f"the {self.size} ranks run different punie versions (they record {sizes} fields); "
                               "install the same punie on every machine.")
         gathered = mx.distributed.all_gather(mx.array(digests, dtype=mx.int32), group=self.group)
-        rows = gathered.reshape(self.size, len(digests)).tolist()
+        rows: list[list[int]] = gathered.reshape(self.size, len(digests)).tolist()  # type: ignore[assignment]
         differ = [name for i, name in enumerate(names, start=1) if len({row[i] for row in rows}) > 1]
         if rows and len({row[0] for row in rows}) > 1:
             differ = ["the set of settings"]

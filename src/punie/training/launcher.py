@@ -11,6 +11,7 @@ module learns which rank went first.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -167,10 +168,8 @@ def _wait(proc: subprocess.Popen[str], failures: list[tuple[int, int | None]], l
     """Wait for mlx.launch; once a rank has failed, give the others a bounded time to be stopped."""
     grace = (launch.peer_timeout or DEFAULT_PEER_TIMEOUT) + 30
     while proc.poll() is None:
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=1)
-        except subprocess.TimeoutExpired:
-            pass
         if failures:
             try:
                 proc.wait(timeout=grace)
