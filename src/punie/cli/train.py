@@ -11,10 +11,15 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from punie.cli.console import err, out
 from punie.training.config import TrainConfig
+from punie.training.distributed import DEFAULT_PEER_TIMEOUT
 
 
 def _help(name: str) -> str:
     return TrainConfig.model_fields[name].description or ""
+
+
+_PEER_TIMEOUT_HELP = (f"Seconds without a finished step before a rank gives up on a silent peer "
+                      f"(default {DEFAULT_PEER_TIMEOUT:.0f}).")
 
 
 def train(
@@ -56,8 +61,7 @@ def train(
                                                        "machine) instead of --hosts.")] = None,
     nproc: Annotated[int | None, typer.Option(help="Ranks per host (on this machine alone without --hosts).")] = None,
     backend: Annotated[str | None, typer.Option(help="mlx.launch backend: ring (default), mpi, jaccl, ...")] = None,
-    peer_timeout: Annotated[float | None, typer.Option(help="Seconds without a finished step before a rank gives "
-                                                             "up on a silent peer (default 300).")] = None,
+    peer_timeout: Annotated[float | None, typer.Option(help=_PEER_TIMEOUT_HELP)] = None,
     resolved_config: Annotated[str | None, typer.Option(hidden=True, help="Set by punie for each rank.")] = None,
 ) -> None:
     """Fine-tune a model (LoRA by default) on DATA_DIR; writes an adapter mlx-lm loads as is."""
