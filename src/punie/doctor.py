@@ -11,6 +11,7 @@ from typing import Any
 
 from punie import blas, paths
 from punie.traces import sandbox
+from punie.training.distributed import available_backends
 
 
 def matmul_gflops(n: int = 1024, repeats: int = 5) -> float:
@@ -69,6 +70,7 @@ def report(measure: bool = True) -> dict[str, Any]:
                                  "'apt-get install libopenblas0-pthread') for ~30x faster CPU matmuls.")
         else:
             info["blas_hint"] = f"OpenBLAS exists at {found} but is not loaded; run punie through its CLI."
+    info["distributed_backends"] = ", ".join(available_backends()) or "none"
     info.update(sandbox.describe())
     if measure:
         info["matmul_gflops"] = round(matmul_gflops(), 1)

@@ -26,7 +26,8 @@ def doctor(
     table = Table(show_header=False, box=None)
     labels = {"platform": "Platform", "python": "Python", "mlx": "MLX", "mlx_lm": "mlx-lm", "punie": "punie",
               "device": "Default device", "blas": "BLAS", "matmul_gflops": "fp32 matmul (GFLOP/s)",
-              "memory_gb": "Memory (GiB)", "punie_home": "PUNIE_HOME", "default_model": "Default model",
+              "memory_gb": "Memory (GiB)", "distributed_backends": "Distributed backends",
+              "punie_home": "PUNIE_HOME", "default_model": "Default model",
               "sandbox": "Command sandbox"}
     for key, label in labels.items():
         value = info.get(key)

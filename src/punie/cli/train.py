@@ -11,10 +11,15 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from punie.cli.console import err, out
 from punie.training.config import TrainConfig
+from punie.training.distributed import DEFAULT_PEER_TIMEOUT
 
 
 def _help(name: str) -> str:
     return TrainConfig.model_fields[name].description or ""
+
+
+_PEER_TIMEOUT_HELP = (f"Seconds without a finished step before a rank gives up on a silent peer "
+                      f"(default {DEFAULT_PEER_TIMEOUT:.0f}).")
 
 
 def train(
@@ -50,11 +55,19 @@ def train(
     check: Annotated[bool | None, typer.Option("--check/--no-check", help=_help("check_data"))] = None,
     resume: Annotated[bool, typer.Option(help="Continue the run in --output from its last checkpoint.")] = False,
     force: Annotated[bool, typer.Option(help="Replace an existing --output directory.")] = False,
+    hosts: Annotated[str | None, typer.Option(help="Train data-parallel on these machines (comma-separated IPs; "
+                                                   "rank 0 first), started through mlx.launch over SSH.")] = None,
+    hostfile: Annotated[Path | None, typer.Option(help="mlx.launch's JSON hostfile (ssh names and IPs per "
+                                                       "machine) instead of --hosts.")] = None,
+    nproc: Annotated[int | None, typer.Option(help="Ranks per host (on this machine alone without --hosts).")] = None,
+    backend: Annotated[str | None, typer.Option(help="mlx.launch backend: ring (default), mpi, jaccl, ...")] = None,
+    peer_timeout: Annotated[float | None, typer.Option(help=_PEER_TIMEOUT_HELP)] = None,
+    resolved_config: Annotated[str | None, typer.Option(hidden=True, help="Set by punie for each rank.")] = None,
 ) -> None:
     """Fine-tune a model (LoRA by default) on DATA_DIR; writes an adapter mlx-lm loads as is."""
     from punie.data.importer import parse_mapping
-    from punie.training import TrainingInterrupted, resolve_config
-    from punie.training import train as run_training
+    from punie.training import resolve_config
+    from punie.training.launcher import Launch
 
     given: dict[str, Any] = {k: v for k, v in locals().items()
                              if k in TrainConfig.model_fields and v is not None}
@@ -62,16 +75,53 @@ def train(
         given["hf_fields"] = parse_mapping(hf_field, option="--hf-field")
     if check is not None:
         given["check_data"] = check
-    if resume:
-        given = _saved_settings(output) | given
-    config = resolve_config(given, config_file)
+    if resolved_config is not None:  # a rank started by 'punie train --hosts': the launcher resolved everything
+        config = TrainConfig.model_validate_json(resolved_config)
+    else:
+        if resume:
+            given = _saved_settings(output) | given
+        config = resolve_config(given, config_file)
+    launch = Launch(hosts=hosts, hostfile=hostfile, nproc=nproc, backend=backend, peer_timeout=peer_timeout)
+    if launch.requested():
+        _launch(launch, config, resume=resume, force=force)
+    else:
+        _train_here(config, resume=resume, force=force)
+
+
+def _launch(launch: Any, config: TrainConfig, *, resume: bool, force: bool) -> None:
+    from punie.training import launcher
+
+    # Every rank must write to (and rank 0 own) the same directory: fix the timestamped default here, once.
+    outcome = launcher.run(launch, config.model_copy(update={"output": config.output_dir()}), resume=resume,
+                           force=force)
+    if outcome.message:
+        err.print(outcome.message, style="yellow" if outcome.code == 130 else "red", highlight=False)
+    if outcome.code:
+        sys.exit(outcome.code)
+
+
+def _train_here(config: TrainConfig, *, resume: bool, force: bool) -> None:
+    import os
+
+    from punie.training import TrainingInterrupted
+    from punie.training import train as run_training
+    from punie.training.distributed import World
+    from punie.training.launcher import LAUNCHED_ENV
+
+    if not World.init().is_main:  # another rank of a distributed run: rank 0 alone reports
+        try:
+            run_training(config, None, resume=resume, force=force)
+        except TrainingInterrupted:
+            sys.exit(130)
+        return
     display = TrainDisplay(config.iters)
     try:
         with display:
             result = run_training(config, display, resume=resume, force=force)
     except TrainingInterrupted as exc:
         saved = f"checkpoint saved at step {exc.step}" if exc.step else "no checkpoint yet; --resume starts it again"
-        err.print(f"[yellow]Interrupted ({saved}).[/] Continue with: punie train --output {exc.output} --resume")
+        hint = "" if os.environ.get(LAUNCHED_ENV) else f" Continue with: punie train --output {exc.output} --resume"
+        err.print(f"[yellow]Interrupted ({saved}).[/]{hint}")
         sys.exit(130)
     for warning in result.warnings:
         err.print(f"[yellow]Warning:[/] {warning}")

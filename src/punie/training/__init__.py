@@ -3,7 +3,8 @@
 Modules: ``config`` (settings), ``data`` (tokenize and batch), ``losses``,
 ``loop`` (the compiled step and the loop), ``checkpoints`` (tensor files),
 ``rundir`` (the run directory's layout, manifest and metrics), ``run`` (the
-``train`` orchestrator).
+``train`` orchestrator), ``distributed`` (data-parallel ranks on
+``mx.distributed``), ``launcher`` (starting them through ``mlx.launch``).
 """
 
 from __future__ import annotations

@@ -16,8 +16,8 @@ from typing import Any
 from punie import fileio
 from punie.training.rundir import ADAPTERS, CHECKPOINTS, OPTIMIZER, STATE, Checkpoint, RunDir
 
-__all__ = ["ADAPTERS", "CHECKPOINTS", "Checkpoint", "latest_checkpoint", "restore_checkpoint", "save_checkpoint",
-           "save_weights", "trainable_weights", "write_adapter_config"]
+__all__ = ["ADAPTERS", "CHECKPOINTS", "Checkpoint", "latest_checkpoint", "optimizer_tensors", "restore_checkpoint",
+           "restore_tensors", "save_checkpoint", "save_weights", "trainable_weights", "write_adapter_config"]
 
 
 def trainable_weights(model: Any) -> dict[str, Any]:
@@ -47,7 +47,6 @@ def save_checkpoint(out: Path, step: int, model: Any, optimizer: Any, state: dic
                     keep: int = 2) -> Path:
     """Write checkpoints/step-N atomically; keep only the newest ``keep`` of them."""
     import mlx.core as mx
-    from mlx.utils import tree_flatten
 
     run = RunDir(out)
     final = run.checkpoint_dir(step)
@@ -56,7 +55,7 @@ def save_checkpoint(out: Path, step: int, model: Any, optimizer: Any, state: dic
         shutil.rmtree(staging)
     staging.mkdir(parents=True)
     mx.save_safetensors(str(staging / ADAPTERS), trainable_weights(model))
-    mx.save_safetensors(str(staging / OPTIMIZER), dict(tree_flatten(optimizer.state)))
+    mx.save_safetensors(str(staging / OPTIMIZER), optimizer_tensors(optimizer))
     fileio.write_json(staging / STATE, state | {"step": step})
     if final.exists():
         shutil.rmtree(final)
@@ -73,10 +72,22 @@ def latest_checkpoint(out: Path) -> Checkpoint | None:
 def restore_checkpoint(checkpoint: Checkpoint, model: Any, optimizer: Any) -> None:
     """Load adapter weights and optimizer state (step counter and schedule included)."""
     import mlx.core as mx
-    from mlx.utils import tree_unflatten
 
     weights: dict[str, Any] = mx.load(str(checkpoint.path / ADAPTERS))  # type: ignore[assignment]
+    saved: dict[str, Any] = mx.load(str(checkpoint.path / OPTIMIZER))  # type: ignore[assignment]
+    restore_tensors(model, optimizer, weights, saved)
+
+
+def optimizer_tensors(optimizer: Any) -> dict[str, Any]:
+    from mlx.utils import tree_flatten
+
+    return dict(tree_flatten(optimizer.state))
+
+
+def restore_tensors(model: Any, optimizer: Any, weights: dict[str, Any], optimizer_state: dict[str, Any]) -> None:
+    """Set trainable weights and optimizer state from flat name -> array maps (as a checkpoint holds them)."""
+    from mlx.utils import tree_unflatten
+
     model.load_weights(list(weights.items()), strict=False)
     optimizer.init(model.trainable_parameters())
-    saved: dict[str, Any] = mx.load(str(checkpoint.path / OPTIMIZER))  # type: ignore[assignment]
-    optimizer.state = tree_unflatten(list(saved.items()))
+    optimizer.state = tree_unflatten(list(optimizer_state.items()))

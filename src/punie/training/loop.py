@@ -21,7 +21,7 @@ import math
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
@@ -32,6 +32,7 @@ from punie.errors import PunieError
 from punie.training import checkpoints, losses
 from punie.training.config import TrainConfig
 from punie.training.data import TokenizedSplit, batch_for_step, batch_plan, make_batch, validation_batches
+from punie.training.distributed import World
 from punie.training.rundir import RunDir
 
 
@@ -42,10 +43,11 @@ class TrainingError(PunieError):
 class TrainingInterrupted(Exception):
     """Ctrl-C during training; ``--resume`` continues from the checkpoint at ``step`` (0: from the start)."""
 
-    def __init__(self, step: int, output: Path):
+    def __init__(self, step: int, output: Path, *, at_boundary: bool = False):
         where = f"the checkpoint at step {step}" if step else "the start (no checkpoint was saved yet)"
         super().__init__(f"interrupted; {output} resumes from {where}")
         self.step, self.output = step, output
+        self.at_boundary = at_boundary  # stopped between steps, where every rank stops together
 
 
 class TrainingCallback(Protocol):
@@ -91,15 +93,18 @@ def build_optimizer(config: TrainConfig, updates: int) -> Any:
 
 class Trainer:
     def __init__(self, model: Any, config: TrainConfig, train: TokenizedSplit, valid: TokenizedSplit,
-                 output: Path, callback: TrainingCallback | None = None):
+                 output: Path, callback: TrainingCallback | None = None, world: World | None = None):
         self.model, self.config, self.train_set, self.valid_set = model, config, train, valid
         self.output, self.callback = output, callback
+        self.world = world or World()  # data-parallel ranks (see distributed.py); rank 0 alone writes
         self.plan = batch_plan(train, config.batch_size, config.seed)
         self.optimizer = build_optimizer(config, config.iters // config.grad_accumulation)
         self.state = LoopState()
         self._grad: Any = None
         self._stop_requested = False  # set by the SIGINT handler
+        self._stop_agreed = False  # some rank asked to stop (all-summed with the step, so all ranks agree)
         self._saved_step = 0  # the step of the newest checkpoint (0: none)
+        self._beat: Callable[[], None] = lambda: None  # tells the peer watchdog the run makes progress
         self.loss_fn = losses.loss_for(model)
         # Sharing a batch's prompt prefix is exact without dropout (rows would share one dropout mask),
         # without gradient checkpointing (its recomputation would replay the prefix pass against a filled
@@ -120,22 +125,26 @@ class Trainer:
         import mlx.nn as nn
         from mlx.utils import tree_map
 
-        model, optimizer, accum = self.model, self.optimizer, self.config.grad_accumulation
+        model, optimizer, accum, world = self.model, self.optimizer, self.config.grad_accumulation, self.world
         loss_and_grad = nn.value_and_grad(model, self.loss_fn)
         compile_state = [model.state, optimizer.state, mx.random.state]
 
         # ``start`` and ``prefix`` are Python ints: the compiled graph is specialised (and cached) per value.
         @partial(mx.compile, inputs=compile_state, outputs=compile_state)
-        def step(batch: Any, lengths: Any, start: int, prefix: int, prev_grad: Any, do_update: bool) -> Any:
+        def step(batch: Any, lengths: Any, start: int, prefix: int, prev_grad: Any, do_update: bool,
+                 extra: Any) -> Any:
             (loss, ntoks), grad = loss_and_grad(model, batch, lengths, start, prefix)
+            if world.size > 1:  # global loss and token count; gradient weighted by this rank's token share
+                loss, ntoks, grad, extra = world.reduce_step(loss, ntoks, grad, extra)
             if prev_grad is not None:
                 grad = tree_map(lambda a, b: a + b, grad, prev_grad)
             if do_update:
+                grad = world.sum_gradients(grad)
                 if accum > 1:
                     grad = tree_map(lambda g: g / accum, grad)
                 optimizer.update(model, grad)
                 grad = None
-            return loss, ntoks, grad
+            return loss, ntoks, grad, extra
 
         self._compile_state = compile_state
         return step
@@ -147,16 +156,23 @@ class Trainer:
         self.model.eval()
         total, ntoks = mx.array(0.0), mx.array(0)
         for indices in validation_batches(self.valid_set, self.config.batch_size, self.config.val_batches):
+            indices = self.world.shard(indices)
+            if not indices:  # a batch smaller than the world leaves some ranks without rows
+                continue
             batch, lengths = make_batch(self.valid_set, indices, self.config.max_seq_length)
             loss, n = self.loss_fn(self.model, batch, lengths, *self._spans(self.valid_set, indices))
             total, ntoks = total + loss * n, ntoks + n
             mx.eval(total, ntoks)
+        if self.world.size > 1:
+            total, ntoks = self.world.all_sum(mx.stack([total, ntoks.astype(mx.float32)]))
         self.model.train()
         return float((total / ntoks).item())  # type: ignore[arg-type]
 
     # ---- the loop ------------------------------------------------------------------------------
     def run(self) -> LoopState:
-        with self._ctrl_c_stops_at_step_end():
+        explain = lambda: (f"Stopping; the last checkpoint (step {self._saved_step}) in {self.output} is intact "  # noqa: E731
+                           "and --resume continues from it.")
+        with self._ctrl_c_stops_at_step_end(), self.world.watchdog(explain) as self._beat:
             return self._run_patched()
 
     @contextmanager
@@ -208,21 +224,28 @@ class Trainer:
             if st.step == 0:
                 self._evaluate()
             while st.step < cfg.iters:
-                if self._stop_requested and self._grad is None:
+                stop = self._stop_agreed if self.world.size > 1 else self._stop_requested
+                if stop and self._grad is None:
                     self._stop()
-                indices = batch_for_step(self.plan, cfg.seed, st.step)
+                indices = self.world.shard(batch_for_step(self.plan, cfg.seed, st.step))
                 batch, lengths = make_batch(self.train_set, indices, cfg.max_seq_length)
-                # Dropout noise is a pure function of (seed, step), so a resumed run draws the same.
-                mx.random.seed(cfg.seed * 1_000_003 + st.step)
+                # Dropout noise is a pure function of (seed, step, rank), so a resumed run draws the same.
+                mx.random.seed(cfg.seed * 1_000_003 + st.step + self.world.rank * 2**40)
                 tic = time.perf_counter()
                 do_update = (st.step + 1) % cfg.grad_accumulation == 0 or st.step + 1 == cfg.iters
                 start, prefix = self._spans(self.train_set, indices)
-                loss, ntoks, self._grad = step_fn(batch, lengths, start, prefix, self._grad, do_update)
-                mx.eval(self._compile_state, loss, ntoks, self._grad)
-                st.train_seconds += time.perf_counter() - tic
-                self._account(float(loss.item()), int(ntoks.item()))
                 # The shared prefix runs once per batch, so it counts once.
-                st.processed_tokens += int(lengths[:, 1].sum().item()) - (len(indices) - 1) * prefix
+                processed = sum(min(len(self.train_set.tokens[i]), cfg.max_seq_length) for i in indices)
+                extra = mx.array([processed - (len(indices) - 1) * prefix, float(self._stop_requested)])
+                loss, ntoks, self._grad, extra = step_fn(batch, lengths, start, prefix, self._grad, do_update,
+                                                         extra)
+                mx.eval(self._compile_state, loss, ntoks, self._grad, extra)
+                st.train_seconds += time.perf_counter() - tic
+                self._beat()
+                self._account(float(loss.item()), int(ntoks.item()))
+                processed_all, stops = extra.tolist()
+                st.processed_tokens += int(processed_all)
+                self._stop_agreed = stops > 0
                 if self._after_step():
                     break
         except KeyboardInterrupt:
@@ -231,11 +254,16 @@ class Trainer:
             raise TrainingInterrupted(self._saved_step, self.output) from None
         return st
 
+    @property
+    def saved_step(self) -> int:
+        """The step of the newest checkpoint (0: none yet)."""
+        return self._saved_step
+
     def _stop(self) -> None:
         """Stop on Ctrl-C at a step boundary: checkpoint this step (unless just done) and raise."""
         if self.state.step and self._saved_step != self.state.step:
             self.save_checkpoint()
-        raise TrainingInterrupted(self._saved_step, self.output)
+        raise TrainingInterrupted(self._saved_step, self.output, at_boundary=True)
 
     def _account(self, loss: float, ntoks: int) -> None:
         st = self.state
@@ -284,10 +312,11 @@ class Trainer:
         cfg, st = self.config, self.state
         tic = time.perf_counter()
         val = self.validation_loss()
+        self._beat()
         improved = st.best_val_loss is None or val < st.best_val_loss
         if improved:
             st.best_val_loss, st.best_step, st.bad_evals = val, st.step, 0
-            if cfg.keep == "best":
+            if cfg.keep == "best" and self.world.is_main:
                 checkpoints.save_weights(self.output / checkpoints.ADAPTERS, checkpoints.trainable_weights(self.model))
         else:
             st.bad_evals += 1
@@ -299,21 +328,27 @@ class Trainer:
 
     def _emit(self, report: dict[str, Any]) -> None:
         self.state.metrics.append(report)
-        RunDir(self.output).write_metrics(self.state.metrics)
+        if self.world.is_main:
+            RunDir(self.output).write_metrics(self.state.metrics)
         if self.callback is not None:
             self.callback.on_report(report)
 
     # ---- checkpoints ---------------------------------------------------------------------------
     def save_checkpoint(self) -> None:
-        if self.config.keep == "last":
-            checkpoints.save_weights(self.output / checkpoints.ADAPTERS, checkpoints.trainable_weights(self.model))
-        checkpoints.save_checkpoint(self.output, self.state.step, self.model, self.optimizer, self.state.to_json())
+        if self.world.is_main:
+            if self.config.keep == "last":
+                checkpoints.save_weights(self.output / checkpoints.ADAPTERS,
+                                         checkpoints.trainable_weights(self.model))
+            checkpoints.save_checkpoint(self.output, self.state.step, self.model, self.optimizer,
+                                        self.state.to_json())
         self._saved_step = self.state.step
 
     def resume(self, checkpoint: checkpoints.Checkpoint) -> None:
         checkpoints.restore_checkpoint(checkpoint, self.model, self.optimizer)
-        saved = checkpoint.state
-        self.state = LoopState(**{k: v for k, v in saved.items() if k in LoopState.__dataclass_fields__})
+        self.restore_loop_state(checkpoint.state)
         # Keep only the reports up to the checkpoint, so the curve continues exactly where it left off.
         self.state.metrics = [m for m in RunDir(self.output).read_metrics() if m["iteration"] <= checkpoint.step]
-        self._saved_step = checkpoint.step
+
+    def restore_loop_state(self, saved: dict[str, Any]) -> None:
+        self.state = LoopState(**{k: v for k, v in saved.items() if k in LoopState.__dataclass_fields__})
+        self._saved_step = self.state.step

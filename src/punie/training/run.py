@@ -20,6 +20,7 @@ from typing import Any
 from punie.errors import ConfigError, DataError
 from punie.training import checkpoints, rundir
 from punie.training.config import TrainConfig
+from punie.training.distributed import PeerLost, World, is_peer_loss, run_identity, share_resume
 from punie.training.loop import Trainer, TrainingCallback, TrainingError, TrainingInterrupted
 from punie.training.rundir import BaseModelIdentity, Checkpoint, RunDir
 
@@ -62,8 +63,13 @@ def train(config: TrainConfig, callback: TrainingCallback | None = None, *, resu
     from punie.models.registry import resolve_model
     from punie.training import data as train_data
 
+    world = World.init()
+    if config.batch_size % world.size:
+        raise ConfigError(f"--batch-size {config.batch_size} must be a multiple of the number of ranks "
+                          f"({world.size}): each rank takes an equal share of every batch.")
     run = RunDir(config.output_dir())
-    plan = _plan_output(run, config, resume=resume, force=force)
+    # Rank 0 alone owns the run directory (the other ranks may be on machines that have no copy of it).
+    plan = _plan_output(run, config, resume=resume, force=force) if world.is_main else _OutputPlan()
     records = train_data.load_records(config)
     fmt = train_data.data_format(records)
     model, tokenizer = load(config.model)
@@ -80,25 +86,51 @@ def train(config: TrainConfig, callback: TrainingCallback | None = None, *, resu
 
     mx.random.seed(config.seed)
     num_layers = _attach_adapters(model, config)
-    trainer = Trainer(model, config, splits["train"], splits["valid"], run.path, callback)
+    trainer = Trainer(model, config, splits["train"], splits["valid"], run.path, callback, world)
     base = BaseModelIdentity.of_model_dir(resolve_model(config.model), config.model)
-    _claim_output(run, plan)
-    if plan.checkpoint is not None:
-        trainer.resume(plan.checkpoint)
-    manifest = _manifest(config, base, records, fmt, mask_prompt, truncated)
-    checkpoints.write_adapter_config(run.path, config, base.path or "", num_layers)
-    _write_manifest(run, manifest, status="running")
+    manifest = _manifest(config, base, records, fmt, mask_prompt, truncated) | {"world_size": world.size}
+    world.check_same(run_identity(manifest))
+    if world.is_main:
+        _claim_output(run, plan)
+    share_resume(world, trainer, plan.checkpoint)
+    if world.is_main:
+        checkpoints.write_adapter_config(run.path, config, base.path or "", num_layers)
+    _write_manifest(run, world, manifest, status="running")
     try:
         state = trainer.run()
-    except (TrainingInterrupted, KeyboardInterrupt):  # the latter: Ctrl-C outside the loop's own handling
-        _write_manifest(run, manifest, status="interrupted", state=trainer.state)
+    except (TrainingInterrupted, KeyboardInterrupt) as exc:  # the latter: Ctrl-C outside the loop's own handling
+        _write_manifest(run, world, manifest, status="interrupted", state=trainer.state)
+        if getattr(exc, "at_boundary", False):
+            _wait_for_rank_0(world, run.path)
         raise
-    except Exception:  # TrainingError (a NaN), or anything unexpected: the manifest must not say "running"
-        _write_manifest(run, manifest, status="failed", state=trainer.state)
+    except TrainingError:  # a NaN loss: every rank sees the same all-summed loss and stops at the same step
+        _write_manifest(run, world, manifest, status="failed", state=trainer.state)
+        _wait_for_rank_0(world, run.path)
+        raise
+    except Exception as exc:  # anything unexpected: the manifest must not say "running"
+        lost = world.size > 1 and is_peer_loss(exc)  # the run is sound; a peer rank died
+        _write_manifest(run, world, manifest, status="interrupted" if lost else "failed", state=trainer.state)
+        if lost:
+            raise PeerLost(f"rank {world.rank} lost its connection to another rank ({exc}); that rank probably "
+                           f"died. {run.path} keeps its checkpoint at step {trainer.saved_step}; continue with "
+                           "--resume.") from exc
         raise
     stopped_early = state.step < config.iters
-    _write_manifest(run, manifest, status="early_stopped" if stopped_early else "completed", state=state)
+    _write_manifest(run, world, manifest, status="early_stopped" if stopped_early else "completed", state=state)
     return _result(run.path, state, stopped_early, truncated, warnings)
+
+
+def _wait_for_rank_0(world: World, output: Path) -> None:
+    """On a stop every rank takes together: exit only after rank 0 has written its files.
+
+    mlx.launch ends the other ranks as soon as one exits with an error, which could cut rank 0's writes short.
+    """
+    world.barrier(lambda: f"Stopping; {output} keeps its last checkpoint.")
+
+
+def check_output(config: TrainConfig, *, resume: bool, force: bool) -> None:
+    """Raise the ConfigError ``train`` would raise for its ``--output``, writing nothing (for launchers)."""
+    _plan_output(RunDir(config.output_dir()), config, resume=resume, force=force)
 
 
 def _plan_output(run: RunDir, config: TrainConfig, *, resume: bool, force: bool) -> _OutputPlan:
@@ -229,7 +261,9 @@ def _summary(state: Any) -> dict[str, Any]:
     }
 
 
-def _write_manifest(run: RunDir, manifest: dict[str, Any], *, status: str, state: Any = None) -> None:
+def _write_manifest(run: RunDir, world: World, manifest: dict[str, Any], *, status: str, state: Any = None) -> None:
+    if not world.is_main:
+        return
     manifest = dict(manifest, status=status, updated_at=datetime.now(UTC).isoformat())
     if state is not None:
         manifest["ended_at"] = manifest["updated_at"]
@@ -249,4 +283,4 @@ def _result(output: Path, state: Any, stopped_early: bool, truncated: dict[str, 
     )
 
 
-__all__ = ["TrainResult", "TrainingError", "TrainingInterrupted", "train"]
+__all__ = ["TrainResult", "TrainingError", "TrainingInterrupted", "check_output", "train"]
