@@ -60,6 +60,14 @@ class DPOConfig(BaseModel):
     keep: Literal["best", "last"] = Field("best", description="Which weights adapters.safetensors holds.")
     check_data: bool = Field(True, description="Check the data before training (punie data check).")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _continue_start(cls, given: Any) -> Any:
+        """With START, its LoRA shape replaces the defaults (however the settings are built)."""
+        if isinstance(given, dict) and given.get("adapter") is not None:
+            return given | _start_settings(Path(given["adapter"]), given)
+        return given
+
     @field_validator("loss")
     @classmethod
     def _known_loss(cls, value: str) -> str:
@@ -119,11 +127,7 @@ def parse_beta_schedule(text: str) -> list[tuple[float, int]]:
 
 def resolve_dpo_config(cli: dict[str, Any], config_file: Path | None = None) -> DPOConfig:
     """CLI > config file > defaults; with START given, its LoRA shape replaces the defaults."""
-    given = {k: v for k, v in cli.items() if v is not None}
-    adapter = given.get("adapter")
-    if adapter is not None:
-        given = given | _start_settings(Path(adapter), given)
-    return resolve_settings(DPOConfig, given, config_file)
+    return resolve_settings(DPOConfig, cli, config_file)
 
 
 def _start_settings(adapter: Path, given: dict[str, Any]) -> dict[str, Any]:
