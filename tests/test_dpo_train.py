@@ -229,3 +229,13 @@ def test_cli_trains_reports_dropped_pairs_and_resumes(pairs_dir, tiny_model, tmp
     more = run_cli("dpo", str(pairs_dir), "--output", str(out), "--resume", "--iters", "4")
     assert more.returncode == 0, more.stderr
     assert json.loads((out / "manifest.json").read_text())["metrics"]["steps"] == 4
+
+
+def test_models_without_the_shared_pass_train_on_full_rows(pairs_dir, tiny_model, tmp_path, monkeypatch):
+    from punie.dpo import loop
+
+    # As for an architecture the shared-prompt pass does not cover: the loop takes the uncompiled full-row path.
+    monkeypatch.setattr(loop, "logps_fn", lambda model: plain_logps)
+    result = train_dpo(config(pairs_dir, tiny_model, tmp_path / "plain", iters=3, steps_per_eval=3))
+    trains = [m for m in result.metrics if "loss" in m]
+    assert result.steps == 3 and trains[-1]["loss"] < trains[0]["loss"]
