@@ -55,6 +55,7 @@ def _tool_split(tiny_model: Path, tmp_path: Path) -> tuple[object, PairSplit]:
     from punie.models.loading import load
 
     model, tokenizer = load(str(tiny_model))
+    tmp_path.mkdir(parents=True, exist_ok=True)
     path = tmp_path / "tool_pairs.jsonl"
     write_split(path, [tool_pair(i) for i in range(4)] + [yes_no_pair(1)])
     return model, tokenize_pairs("train", path, tokenizer, 2048)
@@ -63,10 +64,9 @@ def _tool_split(tiny_model: Path, tmp_path: Path) -> tuple[object, PairSplit]:
 def test_shared_prompt_pass_equals_full_rows_and_scores_only_the_reply(tiny_model, tmp_path):
     model, split = _tool_split(tiny_model, tmp_path)
     assert len({len(p) for p in split.prompts}) > 1  # prompts of different lengths share one left-padded batch
+    _assert_shared_equals_plain(tiny_model, tmp_path / "again")
     batch = make_pair_batch(split, list(range(len(split))))
     shared = shared_prompt_logps(model, batch.prompts, batch.prompt_valid, batch.replies, batch.reply_lengths)
-    plain = plain_logps(model, batch.prompts, batch.prompt_valid, batch.replies, batch.reply_lengths)
-    np.testing.assert_allclose(np.array(shared), np.array(plain), rtol=1e-5, atol=1e-4)
     # One pair alone, unpadded, scored token by token from the model's full-sequence logits.
     i = 2
     row = split.prompts[i] + split.chosen[i]
@@ -239,3 +239,16 @@ def test_models_without_the_shared_pass_train_on_full_rows(pairs_dir, tiny_model
     result = train_dpo(config(pairs_dir, tiny_model, tmp_path / "plain", iters=3, steps_per_eval=3))
     trains = [m for m in result.metrics if "loss" in m]
     assert result.steps == 3 and trains[-1]["loss"] < trains[0]["loss"]
+
+
+@pytest.mark.slow
+def test_shared_prompt_pass_is_exact_on_the_default_model(default_model, tmp_path):
+    _assert_shared_equals_plain(default_model, tmp_path, rtol=1e-4, atol=1e-3)  # 30 layers of float32 rounding
+
+
+def _assert_shared_equals_plain(model_dir: Path, tmp_path: Path, rtol: float = 1e-5, atol: float = 1e-4) -> None:
+    model, split = _tool_split(model_dir, tmp_path)
+    batch = make_pair_batch(split, list(range(len(split))))
+    args = (batch.prompts, batch.prompt_valid, batch.replies, batch.reply_lengths)
+    np.testing.assert_allclose(np.array(shared_prompt_logps(model, *args)), np.array(plain_logps(model, *args)),
+                               rtol=rtol, atol=atol)

@@ -19,7 +19,7 @@ def _help(name: str) -> str:
 
 
 def dpo(
-    data: Annotated[Path, typer.Argument(help=_help("data"))],
+    data: Annotated[Path, typer.Argument(metavar="DATA_DIR", help=_help("data"))],
     *,
     config_file: Annotated[Path | None, typer.Option("-c", "--config", help="YAML file of settings.")] = None,
     model: Annotated[str | None, typer.Option(help=_help("model"))] = None,

@@ -122,8 +122,7 @@ class DPOTrainer:
                 mx.eval(self._compile_state, loss, policy)
                 st.train_seconds += time.perf_counter() - tic
                 self._account(float(loss.item()), np.array(policy), indices, beta)
-                if self._after_step():
-                    break
+                self._after_step()
         except KeyboardInterrupt:
             self.save_checkpoint()
             raise TrainingInterrupted(st.step, self.output) from None
@@ -144,7 +143,8 @@ class DPOTrainer:
         st.window_pairs += len(indices)
         st.trained_pairs += len(indices)
 
-    def _after_step(self) -> bool:
+    def _after_step(self) -> None:
+        """Report, evaluate and checkpoint as scheduled."""
         cfg, st = self.config, self.state
         last = st.step == cfg.iters
         if st.step % cfg.steps_per_report == 0 or last:
@@ -153,7 +153,6 @@ class DPOTrainer:
             self._evaluate()
         if st.step % cfg.save_every == 0 or last:
             self.save_checkpoint()
-        return False
 
     def _report_train(self) -> None:
         import mlx.core as mx
