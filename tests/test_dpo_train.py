@@ -127,8 +127,10 @@ def test_toy_preference_task_is_learned(pairs_dir, tiny_model, tmp_path):
     result = train_dpo(config(pairs_dir, tiny_model, out, iters=8, steps_per_eval=4))
     trains = [m for m in result.metrics if "loss" in m]
     vals = [m for m in result.metrics if "val_loss" in m]
-    assert len(trains) == 8 and trains[0]["accuracy"] <= 0.75 and trains[-1]["accuracy"] > 0.9
-    assert vals[0]["val_accuracy"] < 0.9 < result.final_val_accuracy
+    # Step 1 scores the batch before its update: policy = reference, so every margin is 0 up to float noise
+    # (and accuracy, margin > 0, is a coin flip); it ends above 0.9 on the train batches and the held-out pairs.
+    assert abs(trains[0]["margins"]) < 1e-3 and abs(vals[0]["val_margins"]) < 1e-3
+    assert len(trains) == 8 and trains[-1]["accuracy"] > 0.9 and result.final_val_accuracy > 0.9
     assert trains[-1]["loss"] < trains[0]["loss"] and vals[-1]["val_margins"] > vals[0]["val_margins"]
     assert set(trains[0]) >= {"loss", "rewards/chosen", "rewards/rejected", "margins", "accuracy", "logps/chosen",
                               "logps/rejected", "beta"}
