@@ -4,6 +4,8 @@ resume, mlx-lm compatibility and bad input."""
 from __future__ import annotations
 
 import json
+import re
+import signal
 from pathlib import Path
 
 import mlx.core as mx
@@ -13,6 +15,8 @@ import pytest
 from punie.dpo import DPOConfig, TrainingInterrupted, train_dpo
 from punie.dpo.data import PairSplit, make_pair_batch, tokenize_pairs
 from punie.dpo.logps import plain_logps, shared_prompt_logps
+from punie.training.rundir import BaseModelIdentity, RunDir
+from test_train_interrupts import ctrl_c
 
 TOOLS = [{"type": "function", "function": {"name": "read_file", "description": "Read a file.", "parameters": {
     "type": "object", "properties": {"path": {"type": "string"}}, "required": ["path"]}}}]
@@ -176,31 +180,106 @@ def test_reference_is_the_starting_policy_and_is_cached(pairs_dir, tiny_model, t
     assert again.reference_cached
 
 
-def test_interrupted_then_resumed_run_matches_an_uninterrupted_one(pairs_dir, tiny_model, tmp_path):
-    kw = dict(iters=6, lr_schedule="cosine", warmup=2, dropout=0.1, save_every=2, beta_schedule="0.1:0,0.3:3",
-              loss="ipo", sft_weight=0.2)
-    straight = train_dpo(config(pairs_dir, tiny_model, tmp_path / "a", **kw))
+RESUMABLE = dict(iters=6, lr_schedule="cosine", warmup=2, dropout=0.1, save_every=2, beta_schedule="0.1:0,0.3:3",
+                 loss="ipo", sft_weight=0.2)
 
-    class CtrlCAt:
+
+def dpo_curves(run: Path) -> list[tuple]:
+    """Every reported number that must not depend on interruptions (timings and speeds do)."""
+    keys = ("loss", "margins", "beta", "learning_rate", "val_loss", "val_margins", "best_val_loss")
+    return [(m["iteration"], k, m[k]) for m in RunDir(run).read_metrics() for k in keys if k in m]
+
+
+def assert_same_dpo_run(a: Path, b: Path) -> None:
+    ca, cb = dpo_curves(a), dpo_curves(b)
+    assert [c[:2] for c in ca] == [c[:2] for c in cb]
+    np.testing.assert_allclose([c[2] for c in ca], [c[2] for c in cb], rtol=1e-5, atol=1e-6)
+    wa, wb = mx.load(str(a / "adapters.safetensors")), mx.load(str(b / "adapters.safetensors"))
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        np.testing.assert_allclose(np.array(wa[k]), np.array(wb[k]), atol=1e-6, err_msg=k)
+
+
+def test_ctrl_c_at_any_point_resumes_to_the_uninterrupted_curve(pairs_dir, tiny_model, tmp_path, monkeypatch):
+    from punie.dpo.loop import DPOTrainer
+
+    straight = tmp_path / "straight"
+    train_dpo(config(pairs_dir, tiny_model, straight, **RESUMABLE))
+    assert [m["beta"] for m in RunDir(straight).read_metrics() if "loss" in m] == [0.1, 0.1, 0.1, 0.3, 0.3, 0.3]
+    account, validation = DPOTrainer._account, DPOTrainer.validation
+
+    def after_update_of(step):  # the step's weights are computed, its counter not yet advanced
+        def hook(self, *args):
+            if self.state.step + 1 == step:
+                ctrl_c()
+            return account(self, *args)
+        return hook
+
+    def during_validation_at(step):
+        def hook(self):
+            if self.state.step == step:
+                ctrl_c()
+            return validation(self)
+        return hook
+
+    class CtrlCAtReport:
         def on_report(self, report):
-            if report["iteration"] == 4 and "loss" in report:
+            if report["iteration"] == 3 and "loss" in report:
+                ctrl_c()
+
+    points = {"after the update of step 5": (after_update_of(5), None, None, 5),
+              "in the report of step 3": (None, None, CtrlCAtReport(), 3),
+              "during the validation of step 3": (None, during_validation_at(3), None, 3)}
+    for name, (account_hook, validation_hook, callback, stopped_at) in points.items():
+        out = tmp_path / name.replace(" ", "-")
+        with monkeypatch.context() as patch:
+            if account_hook:
+                patch.setattr(DPOTrainer, "_account", account_hook)
+            if validation_hook:
+                patch.setattr(DPOTrainer, "validation", validation_hook)
+            with pytest.raises(TrainingInterrupted) as info:
+                train_dpo(config(pairs_dir, tiny_model, out, **RESUMABLE), callback)
+        # Stopped at the end of the step it was in, with that step's checkpoint (3 and 5 are not scheduled).
+        assert info.value.step == stopped_at == RunDir(out).latest_checkpoint().step, name
+        assert RunDir(out).status() == "interrupted", name
+        resumed = train_dpo(config(pairs_dir, tiny_model, out, **RESUMABLE), resume=True)
+        assert resumed.reference_cached  # read from the run, not recomputed from the trained weights
+        assert_same_dpo_run(straight, out)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the loop put the handler back
+
+
+def test_keyboard_interrupt_from_a_callback_stops_without_saving(pairs_dir, tiny_model, tmp_path):
+    class RaiseAt:
+        def on_report(self, report):
+            if report["iteration"] == 3 and "loss" in report:
                 raise KeyboardInterrupt
 
+    out = tmp_path / "run"
     with pytest.raises(TrainingInterrupted) as info:
-        train_dpo(config(pairs_dir, tiny_model, tmp_path / "b", **kw), CtrlCAt())
-    assert info.value.step == 4
-    assert json.loads((tmp_path / "b" / "manifest.json").read_text())["status"] == "interrupted"
-    resumed = train_dpo(config(pairs_dir, tiny_model, tmp_path / "b", **kw), resume=True)
-    assert resumed.reference_cached  # read from the run, not recomputed from the trained weights
+        train_dpo(config(pairs_dir, tiny_model, out, **RESUMABLE), RaiseAt())
+    assert info.value.step == 2 == RunDir(out).latest_checkpoint().step  # the last scheduled checkpoint
+    train_dpo(config(pairs_dir, tiny_model, out, **RESUMABLE), resume=True)
+    straight = tmp_path / "straight"
+    train_dpo(config(pairs_dir, tiny_model, straight, **RESUMABLE))
+    assert_same_dpo_run(straight, out)
 
-    def curve(result):
-        return [(m["iteration"], m["loss"], m["margins"], m["beta"], m["learning_rate"])
-                for m in result.metrics if "loss" in m]
 
-    assert [c[3] for c in curve(straight)] == [0.1, 0.1, 0.1, 0.3, 0.3, 0.3]
-    np.testing.assert_allclose(np.array(curve(resumed)), np.array(curve(straight)), rtol=1e-5, atol=1e-6)
-    a, b = mx.load(str(tmp_path / "a" / "adapters.safetensors")), mx.load(str(tmp_path / "b" / "adapters.safetensors"))
-    assert all(np.allclose(np.array(a[k]), np.array(b[k]), atol=1e-6) for k in a)
+def test_a_dpo_adapter_on_another_base_with_the_same_shapes_is_refused(pairs_dir, tiny_model, tmp_path):
+    from punie.errors import ModelError
+    from punie.eval import run_eval
+    from test_adapter_base import random_llama
+    from test_eval_engine import write_suite
+
+    out = tmp_path / "dpo"
+    train_dpo(config(pairs_dir, tiny_model, out, iters=2, steps_per_eval=2))
+    train_manifest = RunDir(out).read_manifest()
+    assert train_manifest["base_model"] == BaseModelIdentity.of_model_dir(tiny_model, str(tiny_model)).to_record()
+    other = random_llama(tmp_path / "seed1", tiny_model, seed=1)
+    suite = write_suite(tmp_path / "suite.jsonl", n=2)
+    with pytest.raises(ModelError, match=re.escape(f"was trained on base model {tiny_model} (tiny-random-llama)")):
+        run_eval(suite, model=str(other), adapters=[out], max_tokens=2, out_dir=tmp_path / "eval")
+    same = run_eval(suite, model=str(tiny_model), adapters=[out], max_tokens=2, out_dir=tmp_path / "same")
+    assert same.warnings == [] and [r.name for r in same.runs] == ["baseline", "dpo"]
 
 
 def test_bad_pair_files_name_the_line_and_exit_1(pairs_dir, tiny_model, tmp_path, run_cli):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -82,13 +81,14 @@ def dpo(
 
 def _saved_settings(output: Path | None) -> dict[str, Any]:
     from punie.errors import ConfigError
+    from punie.training.rundir import RunDir
 
     if output is None:
         raise ConfigError("--resume needs --output naming the run to continue.")
-    manifest = output / "manifest.json"
-    if not manifest.is_file():
-        raise ConfigError(f"--resume: {manifest} does not exist; {output} is not a punie dpo run.")
-    return {k: v for k, v in json.loads(manifest.read_text())["config"].items() if v is not None}
+    run = RunDir(output)
+    if run.read_manifest() is None:
+        raise ConfigError(f"--resume: {run.manifest_file} does not exist; {output} is not a punie dpo run.")
+    return {k: v for k, v in run.saved_config().items() if v is not None}
 
 
 class DPODisplay:

@@ -19,12 +19,12 @@ from typing import Any
 
 import numpy as np
 
-from punie import fileio
 from punie.dpo.config import DPOConfig, resolve_dpo_config
 from punie.dpo.data import PairSplit, tokenize_pairs
 from punie.errors import ConfigError, DataError
-from punie.training import checkpoints
+from punie.training import checkpoints, rundir
 from punie.training.loop import TrainingCallback, TrainingError, TrainingInterrupted
+from punie.training.rundir import BaseModelIdentity, Checkpoint, RunDir
 
 __all__ = ["DPOConfig", "DPOResult", "TrainingError", "TrainingInterrupted", "resolve_dpo_config", "train_dpo"]
 
@@ -58,9 +58,11 @@ def train_dpo(config: DPOConfig, callback: TrainingCallback | None = None, *, re
     from punie.dpo.loop import DPOTrainer
     from punie.dpo.reference import reference_key, reference_logps
     from punie.models.loading import load
+    from punie.models.registry import resolve_model
 
-    output = config.output_dir()
-    checkpoint = _prepare_output(output, config, resume=resume, force=force)
+    run = RunDir(config.output_dir())
+    output = run.path
+    checkpoint = _prepare_output(run, config, resume=resume, force=force)
     model, tokenizer = load(config.model, config.adapter)
     warnings = _check_data(config, tokenizer)
     splits = {name: tokenize_pairs(name, config.data / f"{name}.jsonl", tokenizer, config.max_seq_length)
@@ -68,7 +70,8 @@ def train_dpo(config: DPOConfig, callback: TrainingCallback | None = None, *, re
     warnings += _length_warnings(splits, config.max_seq_length)
     mx.random.seed(config.seed)
     num_layers = _attach_adapters(model, config)
-    base = _base_model_info(config.model)
+    # Recorded exactly as punie train records it, so punie eval's adapter/base check covers DPO adapters.
+    base = BaseModelIdentity.of_model_dir(resolve_model(config.model), config.model)
     key = reference_key(base, config.adapter, splits)
     # The policy is still the starting policy here (a new LoRA's lora_b is zero): score the pairs with it.
     reference, cached = reference_logps(model, splits, key, logps_fn(model), config.batch_size, output,
@@ -80,17 +83,17 @@ def train_dpo(config: DPOConfig, callback: TrainingCallback | None = None, *, re
     if checkpoint is not None:
         trainer.resume(checkpoint)
     manifest = _manifest(config, base, splits, key, cached, dropped)
-    checkpoints.write_adapter_config(output, config, base["path"], num_layers)
-    _write_manifest(output, manifest, status="running")
+    checkpoints.write_adapter_config(output, config, base.path or "", num_layers)
+    _write_manifest(run, manifest, status="running")
     try:
         state = trainer.run()
-    except TrainingInterrupted:
-        _write_manifest(output, manifest, status="interrupted", state=trainer.state)
+    except (TrainingInterrupted, KeyboardInterrupt):  # the latter: Ctrl-C outside the loop's own handling
+        _write_manifest(run, manifest, status="interrupted", state=trainer.state)
         raise
-    except TrainingError:
-        _write_manifest(output, manifest, status="failed", state=trainer.state)
+    except Exception:  # TrainingError (a NaN), or anything unexpected: the manifest must not say "running"
+        _write_manifest(run, manifest, status="failed", state=trainer.state)
         raise
-    _write_manifest(output, manifest, status="completed", state=state)
+    _write_manifest(run, manifest, status="completed", state=state)
     return _result(output, state, cached, dropped, warnings)
 
 
@@ -110,13 +113,14 @@ def drop_noisy_pairs(split: PairSplit, reference: dict[str, np.ndarray],
     return split.subset(keep), reference, dropped
 
 
-def _prepare_output(output: Path, config: DPOConfig, *, resume: bool, force: bool) -> checkpoints.Checkpoint | None:
+def _prepare_output(run: RunDir, config: DPOConfig, *, resume: bool, force: bool) -> Checkpoint | None:
+    output = run.path
     exists = output.exists() and any(output.iterdir())
     if resume:
-        checkpoint = checkpoints.latest_checkpoint(output) if exists else None
+        checkpoint = run.latest_checkpoint() if exists else None
         if checkpoint is None:
             raise ConfigError(f"--resume: {output} holds no checkpoint to resume from; start without --resume.")
-        saved = json.loads((output / "manifest.json").read_text())["config"]
+        saved = run.saved_config()
         now = json.loads(config.model_dump_json())
         changed = [k for k in _RESUME_FIXED if saved.get(k) != now.get(k)]
         if changed:
@@ -187,23 +191,14 @@ def _attach_adapters(model: Any, config: DPOConfig) -> int:
     return num_layers
 
 
-def _base_model_info(spec: str | None) -> dict[str, Any]:
-    # The base model identity exactly as punie train records it (one writer of that record).
-    from punie.training import _base_model_info as base_info
-
-    return base_info(spec)
-
-
-def _manifest(config: DPOConfig, base: dict[str, Any], splits: dict[str, PairSplit], key: str, cached: bool,
+def _manifest(config: DPOConfig, base: BaseModelIdentity, splits: dict[str, PairSplit], key: str, cached: bool,
               dropped: list[dict[str, Any]]) -> dict[str, Any]:
     from importlib import metadata
-
-    from punie.models.gguf import sha256_file
 
     files = {}
     for name, split in splits.items():
         path = Path(config.data) / f"{name}.jsonl"
-        files[name] = {"path": str(path), "sha256": sha256_file(path), "pairs": len(split),
+        files[name] = {"path": str(path), "sha256": rundir.file_sha256(path), "pairs": len(split),
                        "truncated": split.truncated, "skipped_lines": split.skipped}
     versions: dict[str, str | None] = {}
     for dist in ("punie", "mlx", "mlx-lm", "transformers"):
@@ -214,20 +209,21 @@ def _manifest(config: DPOConfig, base: dict[str, Any], splits: dict[str, PairSpl
     start = None
     if config.adapter is not None:
         start = {"path": str(config.adapter),
-                 "adapters_sha256": sha256_file(Path(config.adapter) / checkpoints.ADAPTERS)}
+                 "adapters_sha256": rundir.file_sha256(Path(config.adapter) / rundir.ADAPTERS)}
     return {
         "kind": "dpo",
         "config": json.loads(config.model_dump_json()),
-        "base_model": base,
+        "base_model": base.to_record(),
         "start_adapter": start,
         "data": {"format": "preference", "files": files, "dropped_noisy": dropped},
         "reference": {"key": key, "reused_from_cache": cached},
         "versions": versions,
+        "process": rundir.training_process(),
         "started_at": datetime.now(UTC).isoformat(),
     }
 
 
-def _write_manifest(output: Path, manifest: dict[str, Any], *, status: str, state: Any = None) -> None:
+def _write_manifest(run: RunDir, manifest: dict[str, Any], *, status: str, state: Any = None) -> None:
     manifest = dict(manifest, status=status, updated_at=datetime.now(UTC).isoformat())
     if state is not None:
         trains = [m for m in state.metrics if "loss" in m]
@@ -242,14 +238,14 @@ def _write_manifest(output: Path, manifest: dict[str, Any], *, status: str, stat
             "best_step": state.best_step,
             "train_seconds": state.train_seconds,
         }
-    fileio.write_json(output / "manifest.json", manifest)
+    run.write_manifest(manifest)
 
 
 def _result(output: Path, state: Any, cached: bool, dropped: list[dict[str, Any]], warnings: list[str]) -> DPOResult:
     trains = [m for m in state.metrics if "loss" in m]
     vals = [m for m in state.metrics if "val_loss" in m]
     return DPOResult(
-        output=output, adapter_file=output / checkpoints.ADAPTERS, steps=state.step,
+        output=output, adapter_file=output / rundir.ADAPTERS, steps=state.step,
         final_loss=trains[-1]["loss"] if trains else None,
         final_val_loss=vals[-1]["val_loss"] if vals else None,
         final_val_accuracy=vals[-1]["val_accuracy"] if vals else None,

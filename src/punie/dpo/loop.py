@@ -5,7 +5,9 @@ compiled with the model, optimizer and RNG state as compile state, one
 ``mx.eval`` per step; beta enters as an array so a beta schedule does not
 recompile. Data order, the optimizer and its schedule, checkpoints and metrics
 files are training's (:mod:`punie.training`), so ``--resume`` continues the same
-curve. Reports go through a callback; display lives in the CLI.
+curve. Ctrl-C is training's too (:class:`StopAtStepBoundary`): the loop stops at a
+step boundary with the checkpoint an uninterrupted run has at that step. Reports
+go through a callback; display lives in the CLI.
 """
 
 from __future__ import annotations
@@ -25,7 +27,14 @@ from punie.dpo.logps import logps_fn, shared_prompt_logps
 from punie.dpo.losses import LossOptions, PairLogps, preference_loss
 from punie.training import checkpoints
 from punie.training.data import batch_for_step, batch_plan, validation_batches
-from punie.training.loop import TrainingCallback, TrainingError, TrainingInterrupted, build_optimizer
+from punie.training.loop import (
+    StopAtStepBoundary,
+    TrainingCallback,
+    TrainingError,
+    TrainingInterrupted,
+    build_optimizer,
+)
+from punie.training.rundir import RunDir
 
 # Per-pair statistics averaged into every report (train) and evaluation (val_ prefixed).
 STATS = ("rewards/chosen", "rewards/rejected", "margins", "accuracy", "logps/chosen", "logps/rejected")
@@ -68,6 +77,8 @@ class DPOTrainer:
         self.state = DPOState()
         self.logps = logps_fn(model)
         self.options = LossOptions(label_smoothing=config.label_smoothing, dr_beta=config.dr_beta)
+        self._ctrl_c = StopAtStepBoundary()
+        self._saved_step = 0  # the step of the newest checkpoint (0: none)
 
     def loss(self, model: Any, prompts: Any, valid: Any, replies: Any, lengths: Any, ref_c: Any, ref_r: Any,
              beta: Any) -> tuple[Any, Any]:
@@ -104,15 +115,21 @@ class DPOTrainer:
 
     # ---- the loop ------------------------------------------------------------------------------
     def run(self) -> DPOState:
+        with self._ctrl_c.installed():
+            return self._run()
+
+    def _run(self) -> DPOState:
         import mlx.core as mx
 
         cfg, st = self.config, self.state
         step_fn = self._compile_step()
         self.model.train()
-        if st.step == 0:
-            self._evaluate()
         try:
+            if st.step == 0:
+                self._evaluate()
             while st.step < cfg.iters:
+                if self._ctrl_c.requested:
+                    self._stop()
                 indices = batch_for_step(self.plan, cfg.seed, st.step)
                 beta = cfg.beta_at(st.step)
                 inputs = self._inputs(self.train_set, "train", indices, beta)
@@ -124,9 +141,16 @@ class DPOTrainer:
                 self._account(float(loss.item()), np.array(policy), indices, beta)
                 self._after_step()
         except KeyboardInterrupt:
-            self.save_checkpoint()
-            raise TrainingInterrupted(st.step, self.output) from None
+            # Raised mid-step (a second Ctrl-C, or by a callback): the weights may already hold the next
+            # step's update, so nothing is saved; the newest checkpoint is consistent.
+            raise TrainingInterrupted(self._saved_step, self.output) from None
         return st
+
+    def _stop(self) -> None:
+        """Stop on Ctrl-C at a step boundary: checkpoint this step (unless just done) and raise."""
+        if self.state.step and self._saved_step != self.state.step:
+            self.save_checkpoint()
+        raise TrainingInterrupted(self._saved_step, self.output)
 
     def _account(self, loss: float, policy: np.ndarray, indices: list[int], beta: float) -> None:
         st = self.state
@@ -209,7 +233,7 @@ class DPOTrainer:
 
     def _emit(self, report: dict[str, Any]) -> None:
         self.state.metrics.append(report)
-        checkpoints.write_metrics(self.output, self.state.metrics)
+        RunDir(self.output).write_metrics(self.state.metrics)
         if self.callback is not None:
             self.callback.on_report(report)
 
@@ -218,9 +242,11 @@ class DPOTrainer:
         if self.config.keep == "last":
             checkpoints.save_weights(self.output / checkpoints.ADAPTERS, checkpoints.trainable_weights(self.model))
         checkpoints.save_checkpoint(self.output, self.state.step, self.model, self.optimizer, self.state.to_json())
+        self._saved_step = self.state.step
 
     def resume(self, checkpoint: checkpoints.Checkpoint) -> None:
         checkpoints.restore_checkpoint(checkpoint, self.model, self.optimizer)
         saved = checkpoint.state
         self.state = DPOState(**{k: v for k, v in saved.items() if k in DPOState.__dataclass_fields__})
-        self.state.metrics = [m for m in checkpoints.read_metrics(self.output) if m["iteration"] <= checkpoint.step]
+        self.state.metrics = [m for m in RunDir(self.output).read_metrics() if m["iteration"] <= checkpoint.step]
+        self._saved_step = checkpoint.step

@@ -22,20 +22,19 @@ import numpy as np
 from punie import fileio, paths
 from punie.dpo.data import PairSplit, make_pair_batch
 from punie.errors import DataError
+from punie.training.rundir import BaseModelIdentity, file_sha256
 
 RUN_FILE = "reference_logps.safetensors"
 
 
-def reference_key(base: dict[str, Any], adapter: Path | None, splits: dict[str, PairSplit]) -> str:
+def reference_key(base: BaseModelIdentity, adapter: Path | None, splits: dict[str, PairSplit]) -> str:
     """sha256 over the base model's hashes, START's files and every pair's token ids."""
-    from punie.models.gguf import sha256_file
-
     digest = hashlib.sha256()
-    digest.update(json.dumps({k: base.get(k) for k in ("path", "config_sha256", "weights_sha256")},
-                             sort_keys=True).encode())
+    digest.update(json.dumps({"path": base.path, "config_sha256": base.config_sha256,
+                              "weights_sha256": base.weights_sha256}, sort_keys=True).encode())
     if adapter is not None:
         for name in ("adapter_config.json", "adapters.safetensors"):
-            digest.update(sha256_file(Path(adapter) / name).encode())
+            digest.update(file_sha256(Path(adapter) / name).encode())
     for name in sorted(splits):
         s = splits[name]
         digest.update(json.dumps([name, s.prompts, s.chosen, s.rejected]).encode())

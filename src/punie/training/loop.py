@@ -72,6 +72,39 @@ class LoopState:
         return {k: v for k, v in self.__dict__.items() if k != "metrics"}
 
 
+class StopAtStepBoundary:
+    """Ctrl-C as a request to stop at the next step boundary (shared by every punie training loop).
+
+    While ``installed``, the first SIGINT only sets ``requested``; the loop checks it
+    between steps and saves a checkpoint that matches an uninterrupted run. A second
+    SIGINT raises KeyboardInterrupt at once (the loop then saves nothing).
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def _on_sigint(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt  # the second Ctrl-C: stop now, resume from the last checkpoint
+        self.requested = True
+
+    @contextmanager
+    def installed(self) -> Iterator[None]:
+        # Signal handlers can only be set from the main thread; elsewhere Ctrl-C never reaches us anyway.
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = signal.getsignal(signal.SIGINT)
+        if previous is signal.SIG_IGN:  # e.g. started with nohup: Ctrl-C is meant not to stop it
+            yield
+            return
+        signal.signal(signal.SIGINT, self._on_sigint)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+
 def build_optimizer(config: TrainConfig, updates: int) -> Any:
     """Adam; the schedule is a function of the optimizer's step, which checkpoints restore."""
     import mlx.core as mx
@@ -98,7 +131,7 @@ class Trainer:
         self.optimizer = build_optimizer(config, config.iters // config.grad_accumulation)
         self.state = LoopState()
         self._grad: Any = None
-        self._stop_requested = False  # set by the SIGINT handler
+        self._ctrl_c = StopAtStepBoundary()
         self._saved_step = 0  # the step of the newest checkpoint (0: none)
         self.loss_fn = losses.loss_for(model)
         # Sharing a batch's prompt prefix is exact without dropout (rows would share one dropout mask),
@@ -156,30 +189,8 @@ class Trainer:
 
     # ---- the loop ------------------------------------------------------------------------------
     def run(self) -> LoopState:
-        with self._ctrl_c_stops_at_step_end():
+        with self._ctrl_c.installed():
             return self._run_patched()
-
-    @contextmanager
-    def _ctrl_c_stops_at_step_end(self) -> Iterator[None]:
-        # Signal handlers can only be set from the main thread; elsewhere Ctrl-C never reaches us anyway.
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-
-        def on_sigint(signum: int, frame: Any) -> None:
-            if self._stop_requested:
-                raise KeyboardInterrupt  # the second Ctrl-C: stop now, resume from the last checkpoint
-            self._stop_requested = True
-
-        previous = signal.getsignal(signal.SIGINT)
-        if previous is signal.SIG_IGN:  # e.g. started with nohup: Ctrl-C is meant not to stop it
-            yield
-            return
-        signal.signal(signal.SIGINT, on_sigint)
-        try:
-            yield
-        finally:
-            signal.signal(signal.SIGINT, previous)
 
     def _run_patched(self) -> LoopState:
         if not self.config.grad_checkpoint:
@@ -208,7 +219,7 @@ class Trainer:
             if st.step == 0:
                 self._evaluate()
             while st.step < cfg.iters:
-                if self._stop_requested and self._grad is None:
+                if self._ctrl_c.requested and self._grad is None:
                     self._stop()
                 indices = batch_for_step(self.plan, cfg.seed, st.step)
                 batch, lengths = make_batch(self.train_set, indices, cfg.max_seq_length)
