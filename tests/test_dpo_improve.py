@@ -144,3 +144,35 @@ def test_a_held_out_suite_sharing_training_prompts_is_refused(tiny_model, tmp_pa
     with pytest.raises(DataError, match="shares 1 prompt"):
         improve(config)
     assert not (tmp_path / "o").exists()
+
+
+def test_a_training_suite_from_tools_data_expects_each_first_reply_and_skips_held_out_prompts(tmp_path):
+    from punie.dpo.train_suite import write_training_suite
+
+    system = {"role": "system", "content": "You are a coding agent."}
+    call = {"type": "function", "function": {"name": "read_file", "arguments": {"path": "a.md"}}}
+    records = [
+        {"messages": [system, {"role": "user", "content": "Show a.md"}, {"role": "assistant", "content": "",
+                                                                          "tool_calls": [call]},
+                      {"role": "tool", "content": "hello"}, {"role": "assistant", "content": "It says hello."}],
+         "tools": TOOLS, "category": "read"},
+        {"messages": [system, {"role": "user", "content": "What is 2+2?"}, {"role": "assistant", "content": "4"}],
+         "tools": TOOLS, "category": "answer"},
+        {"messages": [system, {"role": "user", "content": "Held out"}, {"role": "assistant", "content": "x"}],
+         "tools": TOOLS, "category": "answer"},
+    ]
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in records))
+    held = tmp_path / "held.jsonl"
+    held.write_text(json.dumps({"id": "h", "messages": records[2]["messages"][:2], "tools": TOOLS,
+                                "scorer": "tool_call", "expect": {"no_tool_call": True}}) + "\n")
+    out = tmp_path / "suite.jsonl"
+    assert write_training_suite(data, out, exclude=held) == (2, 1)
+    cases = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [c["messages"] for c in cases] == [records[0]["messages"][:2], records[1]["messages"][:2]]
+    assert cases[0]["expect"] == {"tool_calls": [{"name": "read_file", "arguments": {"path": "a.md"}}]}
+    assert cases[1]["expect"] == {"no_tool_call": True}
+    assert [c["category"] for c in cases] == ["read", "answer"] and cases[0]["tools"] == TOOLS
+    (tmp_path / "bad.jsonl").write_text(json.dumps(records[0]) + "\n" + json.dumps({"messages": [system]}) + "\n")
+    with pytest.raises(DataError, match="bad.jsonl:2: expected a chat record"):
+        write_training_suite(tmp_path / "bad.jsonl", tmp_path / "x.jsonl")

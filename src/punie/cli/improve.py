@@ -17,9 +17,10 @@ def _help(name: str) -> str:
 
 def improve(
     *,
-    suite: Annotated[Path, typer.Option(help=_help("suite"))],
     eval_suite: Annotated[Path, typer.Option(help=_help("eval_suite"))],
     output: Annotated[Path, typer.Option("--output", "-o", help=_help("output"))],
+    suite: Annotated[Path | None, typer.Option(help=_help("suite"))] = None,
+    suite_from_data: Annotated[Path | None, typer.Option(help=_help("suite_from_data"))] = None,
     model: Annotated[str | None, typer.Option(help=_help("model"))] = None,
     adapter: Annotated[Path | None, typer.Option(help=_help("adapter"))] = None,
     rounds: Annotated[int | None, typer.Option(help=_help("rounds"))] = None,
@@ -40,11 +41,12 @@ def improve(
     """Self-improvement: sample, score and pair drafts on --suite, DPO, then START vs new on --eval-suite."""
     from punie.dpo.improve import improve as run_improve
     from punie.report.eval_report import write_report
+    from punie.training.config import resolve_settings
 
     dpo = {"iters": iters, "beta": beta, "learning_rate": learning_rate, "loss": loss, "batch_size": dpo_batch_size}
     given: dict[str, Any] = {k: v for k, v in locals().items() if k in ImproveConfig.model_fields and v is not None}
     given["dpo"] = {k: v for k, v in dpo.items() if v is not None}
-    result = run_improve(ImproveConfig(**given), on_round=_print_round, on_written=write_report)
+    result = run_improve(resolve_settings(ImproveConfig, given, None), on_round=_print_round, on_written=write_report)
     for comp in result.comparisons:
         out.print(f"{comp['run']} vs {comp['baseline']} on {eval_suite} ({comp['n_paired']} cases): "
                   f"{comp['baseline_accuracy']:.1%} -> {comp['accuracy']:.1%} ({comp['delta']:+.1%}, "

@@ -27,10 +27,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from punie import fileio
-from punie.dpo import DPOConfig, DPOResult, train_dpo
+from punie.dpo import DPOConfig, DPOResult, resolve_dpo_config, train_dpo
+from punie.dpo.train_suite import write_training_suite
 from punie.errors import ConfigError, DataError
 from punie.eval.results import BASELINE, CaseResult, EvalResults, compare, finish_comparisons
 from punie.eval.suite import EvalCase, load_suite
@@ -42,7 +43,9 @@ REASONS = ("all drafts passed", "all drafts failed")
 class ImproveConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
-    suite: Path = Field(..., description="Training suite (JSONL cases with expect) the drafts are scored on.")
+    suite: Path | None = Field(None, description="Training suite (JSONL cases with expect) the drafts are scored on.")
+    suite_from_data: Path | None = Field(None, description="Instead of --suite: build it from a tools-format data file "
+                                                           "(each record's first reply is the expected answer).")
     eval_suite: Path = Field(..., description="Held-out suite START and the new adapters are compared on.")
     output: Path = Field(..., description="Directory for drafts, pairs, adapters and the evaluation.")
     model: str | None = Field(None, description="Base model: 'default', a model directory, or a repo id.")
@@ -61,6 +64,13 @@ class ImproveConfig(BaseModel):
     max_ratio: float = Field(2.0, gt=1, description="The most/least common category or label ratio allowed.")
     valid_fraction: float = Field(0.1, gt=0, lt=1, description="Share of pairs held out as DPO validation pairs.")
     dpo: dict[str, Any] = Field(default_factory=dict, description="punie dpo settings (iters, beta, ...).")
+
+    @model_validator(mode="after")
+    def _one_suite(self) -> ImproveConfig:
+        if (self.suite is None) == (self.suite_from_data is None):
+            raise ValueError("give exactly one of suite (a suite file) and suite_from_data (a data file), got "
+                             f"{'both' if self.suite else 'neither'}")
+        return self
 
 
 @dataclass
@@ -94,9 +104,15 @@ def improve(config: ImproveConfig, *, on_round: Callable[[int, dict[str, Any]], 
     """Run ``config.rounds`` rounds from START, then evaluate START against every new adapter."""
     from punie.eval import run_eval
 
-    train_suite, held_out = load_suite(config.suite), load_suite(config.eval_suite)
-    _check_disjoint(train_suite.cases, held_out.cases, config)
+    held_out = load_suite(config.eval_suite)
+    _dpo_config(config, config.adapter, config.output, config.output)  # bad DPO settings fail before any sampling
+    if config.suite is not None:  # checked before anything is written
+        _check_disjoint(load_suite(config.suite).cases, held_out.cases, config.suite, config.eval_suite)
     out = _claim(config.output)
+    suite_path = config.suite or out / "train-suite.jsonl"
+    if config.suite_from_data is not None:  # built without the held-out prompts
+        write_training_suite(config.suite_from_data, suite_path, exclude=config.eval_suite)
+    train_suite = load_suite(suite_path)
     policy, adapters, rounds = config.adapter, [], []
     for n in range(1, config.rounds + 1):
         folder = out / f"round-{n}"
@@ -247,9 +263,12 @@ def start_comparisons(results: EvalResults, has_start: bool) -> list[dict[str, A
 
 
 def _train_round(config: ImproveConfig, policy: Path | None, pairs: Path, output: Path) -> DPOResult:
-    settings = {"data": pairs, "model": config.model, "adapter": policy, "output": output,
-                "seed": config.seed, **config.dpo}
-    return train_dpo(DPOConfig(**{k: v for k, v in settings.items() if v is not None}))
+    return train_dpo(_dpo_config(config, policy, pairs, output))
+
+
+def _dpo_config(config: ImproveConfig, policy: Path | None, pairs: Path, output: Path) -> DPOConfig:
+    settings = {"data": pairs, "model": config.model, "adapter": policy, "output": output, "seed": config.seed}
+    return resolve_dpo_config(config.dpo | {k: v for k, v in settings.items() if v is not None})
 
 
 def _write_drafts(path: Path, cases: list[EvalCase], drafts: list[list[CaseResult]]) -> None:
@@ -258,7 +277,7 @@ def _write_drafts(path: Path, cases: list[EvalCase], drafts: list[list[CaseResul
     fileio.write_text(path, "".join(line + "\n" for line in lines))
 
 
-def _check_disjoint(train: list[EvalCase], held_out: list[EvalCase], config: ImproveConfig) -> None:
+def _check_disjoint(train: list[EvalCase], held_out: list[EvalCase], train_path: Path, held_path: Path) -> None:
     """The held-out suite must share no prompt with the training suite, or the gain it shows is not held out."""
     def prompt(case: EvalCase) -> str:
         return json.dumps(case.messages, sort_keys=True)
@@ -266,7 +285,7 @@ def _check_disjoint(train: list[EvalCase], held_out: list[EvalCase], config: Imp
     shared = {prompt(c) for c in train} & {prompt(c) for c in held_out}
     if shared:
         ids = [c.id for c in held_out if prompt(c) in shared]
-        raise DataError(f"{config.eval_suite} shares {len(shared)} prompt(s) with {config.suite} (cases "
+        raise DataError(f"{held_path} shares {len(shared)} prompt(s) with {train_path} (cases "
                         f"{', '.join(ids[:5])}); a held-out suite must not contain training cases.")
 
 
