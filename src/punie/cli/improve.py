@@ -41,12 +41,19 @@ def improve(
     """Self-improvement: sample, score and pair drafts on --suite, DPO, then START vs new on --eval-suite."""
     from punie.dpo.improve import improve as run_improve
     from punie.report.eval_report import write_report
+    from punie.training import TrainingInterrupted
     from punie.training.config import resolve_settings
 
     dpo = {"iters": iters, "beta": beta, "learning_rate": learning_rate, "loss": loss, "batch_size": dpo_batch_size}
     given: dict[str, Any] = {k: v for k, v in locals().items() if k in ImproveConfig.model_fields and v is not None}
     given["dpo"] = {k: v for k, v in dpo.items() if v is not None}
-    result = run_improve(resolve_settings(ImproveConfig, given, None), on_round=_print_round, on_written=write_report)
+    try:
+        result = run_improve(resolve_settings(ImproveConfig, given, None), on_round=_print_round,
+                             on_written=write_report)
+    except (TrainingInterrupted, KeyboardInterrupt):
+        err.print(f"[yellow]Interrupted.[/] What finished is in {output} (improve.json lists the rounds); "
+                  "punie improve does not resume: start again with a new --output.")
+        raise SystemExit(130) from None
     for comp in result.comparisons:
         out.print(f"{comp['run']} vs {comp['baseline']} on {eval_suite} ({comp['n_paired']} cases): "
                   f"{comp['baseline_accuracy']:.1%} -> {comp['accuracy']:.1%} ({comp['delta']:+.1%}, "
