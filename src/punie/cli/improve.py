@@ -54,6 +54,8 @@ def improve(
         err.print(f"[yellow]Interrupted.[/] What finished is in {output} (improve.json lists the rounds); "
                   "punie improve does not resume: start again with a new --output.")
         raise SystemExit(130) from None
+    for warning in (w for r in result.rounds for w in r["balance_warnings"]):
+        err.print(f"[yellow]Trained anyway (--allow-imbalance):[/] {warning}")
     for comp in result.comparisons:
         out.print(f"{comp['run']} vs {comp['baseline']} on {eval_suite} ({comp['n_paired']} cases): "
                   f"{comp['baseline_accuracy']:.1%} -> {comp['accuracy']:.1%} ({comp['delta']:+.1%}, "
@@ -70,5 +72,3 @@ def _print_round(n: int, record: dict[str, Any]) -> None:
     no_pair = ", ".join(f"{count} {reason}" for reason, count in record["no_pair"].items())
     reference = f" ({record['from_reference']} with the reference answer)" if record["from_reference"] else ""
     err.print(f"Round {n}: {record['pairs']} case(s) gave pairs{reference}; no pair: {no_pair}.")
-    for warning in record["balance_warnings"]:
-        err.print(f"[yellow]Warning (--allow-imbalance):[/] {warning}")

@@ -101,7 +101,11 @@ class ImbalanceError(DataError):
 
 def improve(config: ImproveConfig, *, on_round: Callable[[int, dict[str, Any]], None] | None = None,
             on_written: Callable[[Path], object] | None = None) -> ImproveResult:
-    """Run ``config.rounds`` rounds from START, then evaluate START against every new adapter."""
+    """Run ``config.rounds`` rounds from START, then evaluate START against every new adapter.
+
+    ``on_round(n, record)`` hears each round's pair counts as soon as the drafts are paired;
+    ``on_written(eval_dir)`` runs when the held-out results are written (the CLI renders the report).
+    """
     from punie.eval import run_eval
 
     held_out = load_suite(config.eval_suite)
@@ -119,16 +123,16 @@ def improve(config: ImproveConfig, *, on_round: Callable[[int, dict[str, Any]], 
         drafts = sample_drafts(train_suite.cases, config, policy, seed=config.seed + n - 1)
         _write_drafts(folder / "drafts.jsonl", train_suite.cases, drafts)
         pairing = make_pairs(train_suite.cases, drafts, reference_answers=config.reference_answers)
-        split = write_pairs(folder / "pairs", pairing.pairs, config.valid_fraction, config.seed)
-        warnings = check_balance(split["train"], config.max_ratio, allow=config.allow_imbalance)
-        result = _train_round(config, policy, folder / "pairs", out / f"dpo-{n}")
-        record = {"round": n, "start": str(policy) if policy else None, **pairing.summary(),
-                  "balance_warnings": warnings, "adapter": str(result.output),
-                  "final_val_accuracy": result.final_val_accuracy}
+        record: dict[str, Any] = {"round": n, "start": str(policy) if policy else None, **pairing.summary()}
         rounds.append(record)
         fileio.write_json(out / "improve.json", {"config": json.loads(config.model_dump_json()), "rounds": rounds})
-        if on_round is not None:
+        if on_round is not None:  # the counts, before the pairs can be refused
             on_round(n, record)
+        split = write_pairs(folder / "pairs", pairing.pairs, config.valid_fraction, config.seed)
+        record["balance_warnings"] = check_balance(split["train"], config.max_ratio, allow=config.allow_imbalance)
+        result = _train_round(config, policy, folder / "pairs", out / f"dpo-{n}")
+        record |= {"adapter": str(result.output), "final_val_accuracy": result.final_val_accuracy}
+        fileio.write_json(out / "improve.json", {"config": json.loads(config.model_dump_json()), "rounds": rounds})
         policy = result.output
         adapters.append(result.output)
     eval_dir = out / "eval"
