@@ -13,6 +13,7 @@ from punie.eval.engines import EngineOptions
 from punie.eval.inprocess import InProcessEngine
 from punie.eval.results import CaseResult
 from punie.eval.suite import EvalCase
+from punie.training.rundir import RunDir, loss_series
 
 TOOLS = [{"type": "function", "function": {"name": "read_file", "description": "Read a file.", "parameters": {
     "type": "object", "properties": {"path": {"type": "string"}}, "required": ["path"]}}}]
@@ -121,6 +122,9 @@ def test_one_tiny_round_end_to_end(tiny_model, tmp_path, run_cli):
     assert all("e" in p["chosen"]["content"].lower() and "e" not in p["rejected"]["content"].lower() for p in pairs)
     adapter = out / "dpo-1"
     assert result.adapters == [adapter] and json.loads((adapter / "manifest.json").read_text())["status"] == "completed"
+    # The report's loss curves read DPO's "loss" as the training curve.
+    curves = loss_series(RunDir(adapter).read_metrics())
+    assert [x for x, _ in curves["train_loss"]] == [2] and [x for x, _ in curves["val_loss"]] == [0, 2]
     evaluated = json.loads((out / "eval" / "results.json").read_text())
     assert [r["name"] for r in evaluated["runs"]] == ["baseline", "dpo-1"]
     assert [(c["baseline"], c["run"], c["n_paired"]) for c in result.comparisons] == [
