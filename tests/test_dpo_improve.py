@@ -138,6 +138,7 @@ def test_one_tiny_round_end_to_end(tiny_model, tmp_path, run_cli):
                   "--dpo-batch-size", "2")
     assert cli.returncode == 0, cli.stderr
     assert "Round 1:" in cli.stderr and "case(s) gave pairs" in cli.stderr and "all drafts failed" in cli.stderr
+    assert "dpo step 2/2: loss" in cli.stderr
     assert ("Trained anyway (--allow-imbalance)" in cli.stderr) == bool(
         json.loads((tmp_path / "cli" / "improve.json").read_text())["rounds"][0]["balance_warnings"])
     assert "cli/dpo-1 vs dpo-1 on" in cli.stdout and (tmp_path / "cli" / "eval" / "report.html").is_file()

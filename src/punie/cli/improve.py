@@ -6,8 +6,10 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from punie.cli.console import err, out
+from punie.dpo.config import DPOConfig
 from punie.dpo.improve import ImproveConfig
 
 
@@ -47,9 +49,14 @@ def improve(
     dpo = {"iters": iters, "beta": beta, "learning_rate": learning_rate, "loss": loss, "batch_size": dpo_batch_size}
     given: dict[str, Any] = {k: v for k, v in locals().items() if k in ImproveConfig.model_fields and v is not None}
     given["dpo"] = {k: v for k, v in dpo.items() if v is not None}
+    config = resolve_settings(ImproveConfig, given, None)
+    drafts = Progress(TextColumn("[bold]drafts"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err)
+    task = drafts.add_task("drafts", total=None)
     try:
-        result = run_improve(resolve_settings(ImproveConfig, given, None), on_round=_print_round,
-                             on_written=write_report)
+        with drafts:
+            result = run_improve(config, on_round=_print_round, on_written=write_report,
+                                 on_draft=lambda done, total: drafts.update(task, completed=done, total=total),
+                                 training=_DPOReports(config.dpo.get("iters", DPOConfig.model_fields["iters"].default)))
     except (TrainingInterrupted, KeyboardInterrupt):
         err.print(f"[yellow]Interrupted.[/] What finished is in {output} (improve.json lists the rounds); "
                   "punie improve does not resume: start again with a new --output.")
@@ -72,3 +79,18 @@ def _print_round(n: int, record: dict[str, Any]) -> None:
     no_pair = ", ".join(f"{count} {reason}" for reason, count in record["no_pair"].items())
     reference = f" ({record['from_reference']} with the reference answer)" if record["from_reference"] else ""
     err.print(f"Round {n}: {record['pairs']} case(s) gave pairs{reference}; no pair: {no_pair}.")
+
+
+class _DPOReports:
+    """Each round's DPO progress as one line per report (the drafts' bar stays on screen)."""
+
+    def __init__(self, iters: int):
+        self.iters = iters
+
+    def on_report(self, report: dict[str, Any]) -> None:
+        if "loss" in report:
+            err.print(f"dpo step {report['iteration']}/{self.iters}: loss {report['loss']:.3f}, "
+                      f"acc {report['accuracy']:.2f}, margin {report['margins']:.2f}")
+        elif "val_loss" in report:
+            err.print(f"dpo step {report['iteration']}: val loss {report['val_loss']:.3f}, "
+                      f"val accuracy {report['val_accuracy']:.2f}")

@@ -30,11 +30,12 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from punie import fileio
-from punie.dpo import DPOConfig, DPOResult, resolve_dpo_config, train_dpo
+from punie.dpo import DPOConfig, resolve_dpo_config, train_dpo
 from punie.dpo.train_suite import write_training_suite
 from punie.errors import ConfigError, DataError
 from punie.eval.results import BASELINE, CaseResult, EvalResults, compare, finish_comparisons
 from punie.eval.suite import EvalCase, load_suite
+from punie.training.loop import TrainingCallback
 
 BALANCED_FIELDS = ("category", "label", "route", "answer")  # the tool a reply calls is the task, not a bias
 REASONS = ("all drafts passed", "all drafts failed")
@@ -100,11 +101,13 @@ class ImbalanceError(DataError):
 
 
 def improve(config: ImproveConfig, *, on_round: Callable[[int, dict[str, Any]], None] | None = None,
-            on_written: Callable[[Path], object] | None = None) -> ImproveResult:
+            on_written: Callable[[Path], object] | None = None, on_draft: Callable[[int, int], None] | None = None,
+            training: TrainingCallback | None = None) -> ImproveResult:
     """Run ``config.rounds`` rounds from START, then evaluate START against every new adapter.
 
     ``on_round(n, record)`` hears each round's pair counts as soon as the drafts are paired;
-    ``on_written(eval_dir)`` runs when the held-out results are written (the CLI renders the report).
+    ``on_draft(done, total)`` each scored draft; ``training`` gets the DPO reports; ``on_written(eval_dir)``
+    runs when the held-out results are written (the CLI renders the report).
     """
     from punie.eval import run_eval
 
@@ -120,7 +123,7 @@ def improve(config: ImproveConfig, *, on_round: Callable[[int, dict[str, Any]], 
     policy, adapters, rounds = config.adapter, [], []
     for n in range(1, config.rounds + 1):
         folder = out / f"round-{n}"
-        drafts = sample_drafts(train_suite.cases, config, policy, seed=config.seed + n - 1)
+        drafts = sample_drafts(train_suite.cases, config, policy, seed=config.seed + n - 1, on_draft=on_draft)
         _write_drafts(folder / "drafts.jsonl", train_suite.cases, drafts)
         pairing = make_pairs(train_suite.cases, drafts, reference_answers=config.reference_answers)
         record: dict[str, Any] = {"round": n, "start": str(policy) if policy else None, **pairing.summary()}
@@ -130,7 +133,7 @@ def improve(config: ImproveConfig, *, on_round: Callable[[int, dict[str, Any]], 
             on_round(n, record)
         split = write_pairs(folder / "pairs", pairing.pairs, config.valid_fraction, config.seed)
         record["balance_warnings"] = check_balance(split["train"], config.max_ratio, allow=config.allow_imbalance)
-        result = _train_round(config, policy, folder / "pairs", out / f"dpo-{n}")
+        result = train_dpo(_dpo_config(config, policy, folder / "pairs", out / f"dpo-{n}"), training)
         record |= {"adapter": str(result.output), "final_val_accuracy": result.final_val_accuracy}
         fileio.write_json(out / "improve.json", {"config": json.loads(config.model_dump_json()), "rounds": rounds})
         policy = result.output
@@ -145,8 +148,8 @@ def improve(config: ImproveConfig, *, on_round: Callable[[int, dict[str, Any]], 
     return ImproveResult(output=out, rounds=rounds, adapters=adapters, comparisons=comparisons, eval_dir=eval_dir)
 
 
-def sample_drafts(cases: list[EvalCase], config: ImproveConfig, policy: Path | None,
-                  seed: int) -> list[list[CaseResult]]:
+def sample_drafts(cases: list[EvalCase], config: ImproveConfig, policy: Path | None, seed: int,
+                  on_draft: Callable[[int, int], None] | None = None) -> list[list[CaseResult]]:
     """``k`` scored drafts per case from ``policy``, sampled in one batched, seeded generation."""
     from punie.eval.engines import EngineOptions
     from punie.eval.inprocess import InProcessEngine
@@ -157,11 +160,16 @@ def sample_drafts(cases: list[EvalCase], config: ImproveConfig, policy: Path | N
                                            top_p=config.top_p, seed=seed))
     repeated = [case for case in cases for _ in range(config.k)]
     drafts: list[list[CaseResult | None]] = [[None] * config.k for _ in cases]
+    done = 0
     try:
         engine.prepare([policy] if policy else [])
 
         def on_result(i: int, generation: Any) -> None:
+            nonlocal done
             drafts[i // config.k][i % config.k] = score_case(repeated[i], generation)
+            done += 1
+            if on_draft is not None:
+                on_draft(done, len(repeated))
 
         engine.generate(policy, repeated, on_result)
     finally:
@@ -264,10 +272,6 @@ def start_comparisons(results: EvalResults, has_start: bool) -> list[dict[str, A
     start = results.runs[1] if has_start else results.run(BASELINE)
     others = [r for r in results.runs if r is not start and r.name != BASELINE and r.cases]
     return finish_comparisons([compare(start, r) for r in others])
-
-
-def _train_round(config: ImproveConfig, policy: Path | None, pairs: Path, output: Path) -> DPOResult:
-    return train_dpo(_dpo_config(config, policy, pairs, output))
 
 
 def _dpo_config(config: ImproveConfig, policy: Path | None, pairs: Path, output: Path) -> DPOConfig:
