@@ -183,3 +183,21 @@ def test_a_training_suite_from_tools_data_expects_each_first_reply_and_skips_hel
     (tmp_path / "bad.jsonl").write_text(json.dumps(records[0]) + "\n" + json.dumps({"messages": [system]}) + "\n")
     with pytest.raises(DataError, match="bad.jsonl:2: expected a chat record"):
         write_training_suite(tmp_path / "bad.jsonl", tmp_path / "x.jsonl")
+
+
+def test_a_rejected_draft_with_a_broken_tool_call_is_trained_on(tiny_model, tmp_path, monkeypatch):
+    from punie.dpo import improve as improve_module
+
+    # Regression: punie data check refuses a rejected side whose tool call is not valid JSON, so the pairs of
+    # a real run (drafts cut off mid-call) were refused and nothing was trained.
+    train_suite = write_suite(tmp_path / "train.jsonl", [f"Tell me about item {i}." for i in range(4)])
+    held_out = write_suite(tmp_path / "held.jsonl", ["Describe a thing."])
+    broken = '<tool_call>\n{"name": "read_file", "arguments": {"path": "unterminated'
+    monkeypatch.setattr(improve_module, "sample_drafts", lambda cases, *a, **kw: [
+        [draft(True, f"here {i}"), draft(False, broken)] for i in range(len(cases))])
+    config = ImproveConfig(suite=train_suite, eval_suite=held_out, output=tmp_path / "o", model=str(tiny_model),
+                           max_tokens=4, valid_fraction=0.25, dpo={"iters": 1, "num_layers": 2, "batch_size": 2})
+    result = improve(config)
+    pairs = (tmp_path / "o" / "round-1" / "pairs" / "train.jsonl").read_text()
+    assert "unterminated" in pairs and result.rounds[0]["pairs"] == 4
+    assert json.loads((result.adapters[0] / "manifest.json").read_text())["status"] == "completed"

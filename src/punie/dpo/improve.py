@@ -276,7 +276,10 @@ def start_comparisons(results: EvalResults, has_start: bool) -> list[dict[str, A
 
 def _dpo_config(config: ImproveConfig, policy: Path | None, pairs: Path, output: Path) -> DPOConfig:
     settings = {"data": pairs, "model": config.model, "adapter": policy, "output": output, "seed": config.seed}
-    return resolve_dpo_config(config.dpo | {k: v for k, v in settings.items() if v is not None})
+    # The pairs are the policy's own scored drafts: a rejected draft with a broken tool call is what DPO
+    # should push down, but punie data check refuses it as bad data. So the check is off unless asked for.
+    return resolve_dpo_config({"check_data": False} | config.dpo | {k: v for k, v in settings.items()
+                                                                   if v is not None})
 
 
 def _write_drafts(path: Path, cases: list[EvalCase], drafts: list[list[CaseResult]]) -> None:
