@@ -55,3 +55,8 @@ def _sub(name: str) -> Path:
     path = punie_home() / name
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def cache_dir() -> Path:
+    """Recomputable results kept between runs (e.g. preference training's reference log-probs)."""
+    return _sub("cache")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from punie.cli import agent, data, demo, doctor, generate, models, report, serve, traces, train
+from punie.cli import agent, data, demo, doctor, dpo, generate, improve, models, report, serve, traces, train
 from punie.cli.eval import eval_command
 
 app = typer.Typer(
@@ -21,6 +21,8 @@ app.command("generate")(generate.generate)
 app.command("demo")(demo.demo)
 app.add_typer(data.app, name="data")
 app.command("train")(train.train)
+app.command("dpo")(dpo.dpo)
+app.command("improve")(improve.improve)
 app.command("eval")(eval_command)
 app.add_typer(report.app, name="report")
 app.add_typer(agent.app, name="agent")

@@ -21,7 +21,7 @@ from punie import fileio
 from punie.chat.toolcalls import roundtrip_errors
 from punie.data.dedupe import DuplicateIndex, RecordKeys, record_keys
 from punie.data.findings import CODES, ERROR, Finding, severity
-from punie.data.formats import TEMPLATE_FORMATS, scan_jsonl
+from punie.data.formats import TEMPLATE_FORMATS, preference_turns, scan_jsonl
 from punie.data.labels import imbalance, label_counts
 from punie.data.lengths import has_chat_template, length_stats, sequence_length
 from punie.data.schema import validate_record
@@ -223,10 +223,15 @@ def _render_row(report: CheckReport, path: Path, row: _Row, tokenizer: Any) -> i
         row.clean = False
         return None
     messages: list[dict[str, Any]] = row.record["messages"] if row.fmt in ("chat", "tools") else []
+    chosen_at = None
+    if row.fmt == "preference":  # the chosen reply is a target; a rejected one may be malformed on purpose
+        prompt, chosen, _ = preference_turns(row.record)
+        messages, chosen_at = prompt + [chosen], len(prompt)
     for i, message in enumerate(messages):
         if message.get("role") == "assistant" and message.get("tool_calls"):
             for problem in roundtrip_errors(tokenizer, messages, row.record.get("tools"), i):
-                report.add(path, row.line, "roundtrip", f"messages[{i}]: {problem}")
+                where = "chosen" if i == chosen_at else f"messages[{i}]"
+                report.add(path, row.line, "roundtrip", f"{where}: {problem}")
                 row.clean = False
     return length
 

@@ -49,7 +49,7 @@ class Engine(Protocol):
         """Load what is shared across runs and check every adapter; raise before any generation."""
 
     def generate(self, adapter: Path | None, cases: list[EvalCase], on_result: OnResult) -> None:
-        """Answer every case greedily, calling ``on_result(index, generation)`` as each finishes."""
+        """Answer every case (greedy unless the options sample); ``on_result(index, generation)`` as each finishes."""
 
     def close(self) -> None:
         """Release models, servers and connections."""
@@ -62,6 +62,11 @@ class EngineOptions:
     batch_size: int = 16
     endpoint: str | None = None
     timeout_s: float = 300.0
+    # Sampling (in-process engine only). temperature 0 is greedy, as every eval is; > 0 samples with
+    # top_p (0: off), seeded so the same call draws the same drafts.
+    temperature: float = 0.0
+    top_p: float = 0.0
+    seed: int = 0
 
 
 def make_engine(name: str, options: EngineOptions) -> Engine:

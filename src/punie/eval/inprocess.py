@@ -5,7 +5,9 @@ wrapper (putting the original layers back) and reloads the base parameters
 kept from load time, so the baseline is exactly the base model whatever ran
 before it (also after a full fine-tune "adapter" replaced weights); then the
 next adapter is applied with mlx-lm's own ``load_adapters``. Generation is
-greedy and batched with mlx-lm's ``BatchGenerator`` (continuous batching).
+batched with mlx-lm's ``BatchGenerator`` (continuous batching); it is greedy
+unless the options ask for a temperature, when it samples with mlx-lm's sampler
+from a seeded RNG (``punie improve`` draws several drafts per case this way).
 """
 
 from __future__ import annotations
@@ -97,11 +99,18 @@ class InProcessEngine:
         return tokens
 
     def generate(self, adapter: Path | None, cases: list[EvalCase], on_result: OnResult) -> None:
+        import mlx.core as mx
+        from mlx_lm.sample_utils import make_sampler
+
         self.use_adapter(adapter)
         prompts = [self.encode(case) for case in cases]
+        sampler = None
+        if self.options.temperature > 0:
+            mx.random.seed(self.options.seed)
+            sampler = make_sampler(temp=self.options.temperature, top_p=self.options.top_p)
         for index, text, tokens in generate_batched(self.model, self.tokenizer, prompts,
                                                     max_tokens=self.options.max_tokens,
-                                                    batch_size=self.options.batch_size):
+                                                    batch_size=self.options.batch_size, sampler=sampler):
             # No latency: batched cases share every step, so one case's wall time is not its own.
             on_result(index, Generation(ModelOutput.from_text(text), None, tokens=tokens))
 
@@ -112,8 +121,10 @@ class InProcessEngine:
 
 
 def generate_batched(model: Any, tokenizer: Any, prompts: list[list[int]], *, max_tokens: int,
-                     batch_size: int, share_prefixes: bool = True) -> Any:
-    """Yield ``(index, text, generated_tokens)`` for each prompt as it finishes (greedy, continuous batching).
+                     batch_size: int, share_prefixes: bool = True, sampler: Any = None) -> Any:
+    """Yield ``(index, text, generated_tokens)`` for each prompt as it finishes (continuous batching).
+
+    ``sampler`` is mlx-lm's (``make_sampler``); None is greedy.
 
     With ``share_prefixes`` a beginning common to several prompts (system
     prompt, tool schemas) is prefilled once (:mod:`punie.eval.prefix`).
@@ -122,7 +133,7 @@ def generate_batched(model: Any, tokenizer: Any, prompts: list[list[int]], *, ma
     from mlx_lm.generate import BatchGenerator
 
     gen = BatchGenerator(model, max_tokens=max_tokens, stop_tokens=[[t] for t in tokenizer.eos_token_ids],
-                         completion_batch_size=batch_size, prefill_batch_size=batch_size)
+                         completion_batch_size=batch_size, prefill_batch_size=batch_size, sampler=sampler)
     try:
         order, inputs, caches = _plan_prefill(model, prompts, share_prefixes)
         uids = gen.insert(inputs, caches=caches if any(c is not None for c in caches) else None)

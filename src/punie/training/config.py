@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -85,10 +85,18 @@ def read_config_file(path: Path) -> dict[str, Any]:
 
 def resolve_config(cli: dict[str, Any], config_file: Path | None = None) -> TrainConfig:
     """Defaults, overridden by the config file, overridden by options given on the command line."""
+    return resolve_settings(TrainConfig, cli, config_file)
+
+
+Settings = TypeVar("Settings", bound=BaseModel)
+
+
+def resolve_settings(schema: type[Settings], cli: dict[str, Any], config_file: Path | None = None) -> Settings:
+    """:func:`resolve_config`'s rule for any settings model (``punie dpo`` resolves its own with it)."""
     merged: dict[str, Any] = read_config_file(config_file) if config_file else {}
     merged.update({k: v for k, v in cli.items() if v is not None})
     try:
-        return TrainConfig(**merged)
+        return schema(**merged)
     except ValidationError as exc:
         problems = []
         for err in exc.errors():

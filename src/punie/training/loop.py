@@ -74,6 +74,39 @@ class LoopState:
         return {k: v for k, v in self.__dict__.items() if k != "metrics"}
 
 
+class StopAtStepBoundary:
+    """Ctrl-C as a request to stop at the next step boundary (shared by every punie training loop).
+
+    While ``installed``, the first SIGINT only sets ``requested``; the loop checks it
+    between steps and saves a checkpoint that matches an uninterrupted run. A second
+    SIGINT raises KeyboardInterrupt at once (the loop then saves nothing).
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def _on_sigint(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt  # the second Ctrl-C: stop now, resume from the last checkpoint
+        self.requested = True
+
+    @contextmanager
+    def installed(self) -> Iterator[None]:
+        # Signal handlers can only be set from the main thread; elsewhere Ctrl-C never reaches us anyway.
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = signal.getsignal(signal.SIGINT)
+        if previous is signal.SIG_IGN:  # e.g. started with nohup: Ctrl-C is meant not to stop it
+            yield
+            return
+        signal.signal(signal.SIGINT, self._on_sigint)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+
 def build_optimizer(config: TrainConfig, updates: int) -> Any:
     """Adam; the schedule is a function of the optimizer's step, which checkpoints restore."""
     import mlx.core as mx
@@ -101,7 +134,7 @@ class Trainer:
         self.optimizer = build_optimizer(config, config.iters // config.grad_accumulation)
         self.state = LoopState()
         self._grad: Any = None
-        self._stop_requested = False  # set by the SIGINT handler
+        self._ctrl_c = StopAtStepBoundary()  # its ``requested`` is set by the SIGINT handler
         self._stop_agreed = False  # some rank asked to stop (all-summed with the step, so all ranks agree)
         self._saved_step = 0  # the step of the newest checkpoint (0: none)
         self._beat: Callable[[], None] = lambda: None  # tells the peer watchdog the run makes progress
@@ -172,30 +205,8 @@ class Trainer:
     def run(self) -> LoopState:
         explain = lambda: (f"Stopping; the last checkpoint (step {self._saved_step}) in {self.output} is intact "  # noqa: E731
                            "and --resume continues from it.")
-        with self._ctrl_c_stops_at_step_end(), self.world.watchdog(explain) as self._beat:
+        with self._ctrl_c.installed(), self.world.watchdog(explain) as self._beat:
             return self._run_patched()
-
-    @contextmanager
-    def _ctrl_c_stops_at_step_end(self) -> Iterator[None]:
-        # Signal handlers can only be set from the main thread; elsewhere Ctrl-C never reaches us anyway.
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-
-        def on_sigint(signum: int, frame: Any) -> None:
-            if self._stop_requested:
-                raise KeyboardInterrupt  # the second Ctrl-C: stop now, resume from the last checkpoint
-            self._stop_requested = True
-
-        previous = signal.getsignal(signal.SIGINT)
-        if previous is signal.SIG_IGN:  # e.g. started with nohup: Ctrl-C is meant not to stop it
-            yield
-            return
-        signal.signal(signal.SIGINT, on_sigint)
-        try:
-            yield
-        finally:
-            signal.signal(signal.SIGINT, previous)
 
     def _run_patched(self) -> LoopState:
         if not self.config.grad_checkpoint:
@@ -224,7 +235,7 @@ class Trainer:
             if st.step == 0:
                 self._evaluate()
             while st.step < cfg.iters:
-                stop = self._stop_agreed if self.world.size > 1 else self._stop_requested
+                stop = self._stop_agreed if self.world.size > 1 else self._ctrl_c.requested
                 if stop and self._grad is None:
                     self._stop()
                 indices = self.world.shard(batch_for_step(self.plan, cfg.seed, st.step))
@@ -236,7 +247,7 @@ class Trainer:
                 start, prefix = self._spans(self.train_set, indices)
                 # The shared prefix runs once per batch, so it counts once.
                 processed = sum(min(len(self.train_set.tokens[i]), cfg.max_seq_length) for i in indices)
-                extra = mx.array([processed - (len(indices) - 1) * prefix, float(self._stop_requested)])
+                extra = mx.array([processed - (len(indices) - 1) * prefix, float(self._ctrl_c.requested)])
                 loss, ntoks, self._grad, extra = step_fn(batch, lengths, start, prefix, self._grad, do_update,
                                                          extra)
                 mx.eval(self._compile_state, loss, ntoks, self._grad, extra)

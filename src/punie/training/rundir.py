@@ -270,6 +270,8 @@ def loss_series(records: list[dict[str, Any]]) -> dict[str, list[tuple[float, fl
     for record in records:
         for key, points in series.items():
             value = record.get(key)
+            if value is None and key == "train_loss":
+                value = record.get("loss")  # a punie dpo run reports its training loss as "loss"
             if isinstance(value, int | float) and math.isfinite(value):
                 points.append((float(record["iteration"]), float(value)))
     return series

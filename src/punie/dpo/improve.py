@@ -1,0 +1,307 @@
+"""``improve(config) -> ImproveResult``: the self-improvement loop (sample, score, pair, DPO, evaluate).
+
+One round: the current policy (START, then each round's adapter) answers every
+case of the training suite ``k`` times, sampled (the in-process eval engine with
+a temperature, seeded); the suite's scorers judge each draft. A case whose drafts
+both pass and fail gives one preference pair (the first passing draft over the
+first failing one); with ``reference_answers`` a case whose drafts all failed
+takes its expected answer, rendered as the assistant turn, as the chosen side.
+The rest are counted by why they gave none. The pairs' balance is checked
+(category and label, as ``punie data check`` counts them) before ``train_dpo``
+trains the next policy from the current one. After the last round START and
+every round's adapter are evaluated on the held-out suite, each paired with START.
+
+Layout of ``output``: ``round-N/drafts.jsonl`` (every draft, scored),
+``round-N/pairs/{train,valid}.jsonl``, ``dpo-N/`` (round N's adapter, a ``punie
+dpo`` run), ``eval/`` (results.json, the report) and ``improve.json`` (settings,
+per-round counts, the comparisons).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from punie import fileio
+from punie.dpo import DPOConfig, resolve_dpo_config, train_dpo
+from punie.dpo.train_suite import write_training_suite
+from punie.errors import ConfigError, DataError
+from punie.eval.results import BASELINE, CaseResult, EvalResults, compare, finish_comparisons
+from punie.eval.suite import EvalCase, load_suite
+from punie.training.loop import TrainingCallback
+
+BALANCED_FIELDS = ("category", "label", "route", "answer")  # the tool a reply calls is the task, not a bias
+REASONS = ("all drafts passed", "all drafts failed")
+
+
+class ImproveConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    suite: Path | None = Field(None, description="Training suite (JSONL cases with expect) the drafts are scored on.")
+    suite_from_data: Path | None = Field(None, description="Instead of --suite: build it from a tools-format data file "
+                                                           "(each record's first reply is the expected answer).")
+    eval_suite: Path = Field(..., description="Held-out suite START and the new adapters are compared on.")
+    output: Path = Field(..., description="Directory for drafts, pairs, adapters and the evaluation.")
+    model: str | None = Field(None, description="Base model: 'default', a model directory, or a repo id.")
+    adapter: Path | None = Field(None, description="START: the adapter to improve (default: the base model).")
+    rounds: int = Field(1, ge=1, description="Rounds of sample -> pair -> DPO, each from the previous policy.")
+    k: int = Field(4, ge=2, description="Drafts sampled per case.")
+    temperature: float = Field(0.8, gt=0, description="Sampling temperature of the drafts.")
+    top_p: float = Field(0.95, ge=0, le=1, description="Nucleus sampling of the drafts (0: off).")
+    seed: int = Field(0, description="Seed of the drafts (round N uses seed + N - 1) and of the pair split.")
+    max_tokens: int = Field(256, ge=1, description="Tokens per draft and per held-out answer.")
+    batch_size: int = Field(16, ge=1, description="Prompts generated together.")
+    reference_answers: bool = Field(False, description="A case whose drafts all failed pairs its expected answer "
+                                                       "(rendered as the assistant turn) with a failing draft.")
+    allow_imbalance: bool = Field(False, description="Train even when the pairs' categories or labels are "
+                                                     "past 2:1.")
+    max_ratio: float = Field(2.0, gt=1, description="The most/least common category or label ratio allowed.")
+    valid_fraction: float = Field(0.1, gt=0, lt=1, description="Share of pairs held out as DPO validation pairs.")
+    dpo: dict[str, Any] = Field(default_factory=dict, description="punie dpo settings (iters, beta, ...).")
+
+    @model_validator(mode="after")
+    def _one_suite(self) -> ImproveConfig:
+        if (self.suite is None) == (self.suite_from_data is None):
+            raise ValueError("give exactly one of suite (a suite file) and suite_from_data (a data file), got "
+                             f"{'both' if self.suite else 'neither'}")
+        return self
+
+
+@dataclass
+class Pairing:
+    """One round's pairs and why the other cases gave none."""
+
+    pairs: list[dict[str, Any]] = field(default_factory=list)
+    reasons: Counter[str] = field(default_factory=Counter)
+    from_reference: int = 0
+
+    def summary(self) -> dict[str, Any]:
+        return {"pairs": len(self.pairs), "from_reference": self.from_reference,
+                "no_pair": {r: self.reasons[r] for r in REASONS}}
+
+
+@dataclass
+class ImproveResult:
+    output: Path
+    rounds: list[dict[str, Any]]
+    adapters: list[Path]
+    comparisons: list[dict[str, Any]]  # START vs each round's adapter on the held-out suite
+    eval_dir: Path
+
+
+class ImbalanceError(DataError):
+    """The pairs lean past the allowed ratio on a category or label."""
+
+
+def improve(config: ImproveConfig, *, on_round: Callable[[int, dict[str, Any]], None] | None = None,
+            on_written: Callable[[Path], object] | None = None, on_draft: Callable[[int, int], None] | None = None,
+            training: TrainingCallback | None = None) -> ImproveResult:
+    """Run ``config.rounds`` rounds from START, then evaluate START against every new adapter.
+
+    ``on_round(n, record)`` hears each round's pair counts as soon as the drafts are paired;
+    ``on_draft(done, total)`` each scored draft; ``training`` gets the DPO reports; ``on_written(eval_dir)``
+    runs when the held-out results are written (the CLI renders the report).
+    """
+    from punie.eval import run_eval
+
+    held_out = load_suite(config.eval_suite)
+    _dpo_config(config, config.adapter, config.output, config.output)  # bad DPO settings fail before any sampling
+    if config.suite is not None:  # checked before anything is written
+        _check_disjoint(load_suite(config.suite).cases, held_out.cases, config.suite, config.eval_suite)
+    out = _claim(config.output)
+    suite_path = config.suite or out / "train-suite.jsonl"
+    if config.suite_from_data is not None:  # built without the held-out prompts
+        write_training_suite(config.suite_from_data, suite_path, exclude=config.eval_suite)
+    train_suite = load_suite(suite_path)
+    policy, adapters, rounds = config.adapter, [], []
+    for n in range(1, config.rounds + 1):
+        folder = out / f"round-{n}"
+        drafts = sample_drafts(train_suite.cases, config, policy, seed=config.seed + n - 1, on_draft=on_draft)
+        _write_drafts(folder / "drafts.jsonl", train_suite.cases, drafts)
+        pairing = make_pairs(train_suite.cases, drafts, reference_answers=config.reference_answers)
+        record: dict[str, Any] = {"round": n, "start": str(policy) if policy else None, **pairing.summary()}
+        rounds.append(record)
+        fileio.write_json(out / "improve.json", {"config": json.loads(config.model_dump_json()), "rounds": rounds})
+        if on_round is not None:  # the counts, before the pairs can be refused
+            on_round(n, record)
+        split = write_pairs(folder / "pairs", pairing.pairs, config.valid_fraction, config.seed)
+        record["balance_warnings"] = check_balance(split["train"], config.max_ratio, allow=config.allow_imbalance)
+        result = train_dpo(_dpo_config(config, policy, folder / "pairs", out / f"dpo-{n}"), training)
+        record |= {"adapter": str(result.output), "final_val_accuracy": result.final_val_accuracy}
+        fileio.write_json(out / "improve.json", {"config": json.loads(config.model_dump_json()), "rounds": rounds})
+        policy = result.output
+        adapters.append(result.output)
+    eval_dir = out / "eval"
+    runs = ([config.adapter] if config.adapter else []) + adapters
+    results = run_eval(config.eval_suite, model=config.model, adapters=runs, max_tokens=config.max_tokens,
+                       out_dir=eval_dir, batch_size=config.batch_size, on_written=on_written)
+    comparisons = start_comparisons(results, config.adapter is not None)
+    fileio.write_json(out / "improve.json", {"config": json.loads(config.model_dump_json()), "rounds": rounds,
+                                             "comparisons": comparisons})
+    return ImproveResult(output=out, rounds=rounds, adapters=adapters, comparisons=comparisons, eval_dir=eval_dir)
+
+
+def sample_drafts(cases: list[EvalCase], config: ImproveConfig, policy: Path | None, seed: int,
+                  on_draft: Callable[[int, int], None] | None = None) -> list[list[CaseResult]]:
+    """``k`` scored drafts per case from ``policy``, sampled in one batched, seeded generation."""
+    from punie.eval.engines import EngineOptions
+    from punie.eval.inprocess import InProcessEngine
+    from punie.eval.runner import score_case
+
+    engine = InProcessEngine(EngineOptions(model=config.model, max_tokens=config.max_tokens,
+                                           batch_size=config.batch_size, temperature=config.temperature,
+                                           top_p=config.top_p, seed=seed))
+    repeated = [case for case in cases for _ in range(config.k)]
+    drafts: list[list[CaseResult | None]] = [[None] * config.k for _ in cases]
+    done = 0
+    try:
+        engine.prepare([policy] if policy else [])
+
+        def on_result(i: int, generation: Any) -> None:
+            nonlocal done
+            drafts[i // config.k][i % config.k] = score_case(repeated[i], generation)
+            done += 1
+            if on_draft is not None:
+                on_draft(done, len(repeated))
+
+        engine.generate(policy, repeated, on_result)
+    finally:
+        engine.close()
+    missing = [cases[i].id for i, row in enumerate(drafts) if any(d is None for d in row)]
+    if missing:
+        raise DataError(f"the engine returned no draft for cases {missing[:5]}; nothing was paired.")
+    return [[d for d in row if d is not None] for row in drafts]
+
+
+def make_pairs(cases: list[EvalCase], drafts: list[list[CaseResult]], *, reference_answers: bool) -> Pairing:
+    """A passing draft (else, with ``reference_answers``, the expected answer) over a failing one, per case."""
+    pairing = Pairing()
+    for case, row in zip(cases, drafts, strict=True):
+        passing = [d for d in row if d.passed]
+        failing = [d for d in row if not d.passed]
+        if not failing:
+            pairing.reasons["all drafts passed"] += 1
+            continue
+        chosen = _assistant(passing[0].output) if passing else None
+        if chosen is None and reference_answers:
+            chosen = reference_turn(case)
+            pairing.from_reference += chosen is not None
+        if chosen is None:
+            pairing.reasons["all drafts failed"] += 1
+            continue
+        pair: dict[str, Any] = {"messages": case.messages, "chosen": chosen,
+                                "rejected": _assistant(failing[0].output), "category": case.category,
+                                "case": case.id}
+        if case.tools:
+            pair["tools"] = case.tools
+        pairing.pairs.append(pair)
+    return pairing
+
+
+def _assistant(text: str) -> dict[str, Any]:
+    # The draft exactly as generated (tool-call blocks included): DPO scores the policy's own tokens.
+    return {"role": "assistant", "content": text}
+
+
+def reference_turn(case: EvalCase) -> dict[str, Any] | None:
+    """The expected answer as an assistant turn, or None when the expectation names no single answer."""
+    expect = case.expect
+    if case.scorer == "tool_call" and expect.get("tool_calls"):
+        calls = [{"type": "function", "function": {"name": c["name"], "arguments": _concrete(c.get("arguments", {}))}}
+                 for c in expect["tool_calls"]]
+        return {"role": "assistant", "content": "", "tool_calls": calls}
+    if case.scorer in ("exact", "numeric", "yes_no") and "answer" in expect:
+        return {"role": "assistant", "content": str(expect["answer"])}
+    return None
+
+
+def _concrete(arguments: dict[str, Any]) -> dict[str, Any]:
+    """One value per argument: the first ``one_of`` option (left out when that option is null)."""
+    values = {}
+    for key, value in arguments.items():
+        if isinstance(value, dict) and "one_of" in value:
+            if not value["one_of"] or value["one_of"][0] is None:
+                continue
+            value = value["one_of"][0]
+        values[key] = value
+    return values
+
+
+def write_pairs(folder: Path, pairs: list[dict[str, Any]], valid_fraction: float,
+                seed: int) -> dict[str, list[dict[str, Any]]]:
+    """Split the pairs (seeded shuffle) into train.jsonl and valid.jsonl; refuse when too few to train."""
+    if len(pairs) < 2:
+        raise DataError(f"only {len(pairs)} case(s) gave a preference pair; DPO needs at least 2 (one to train, one "
+                        "to validate). Sample more drafts (--k), raise --temperature, use a larger training suite, "
+                        "or pass --reference-answers.")
+    order = list(range(len(pairs)))
+    random.Random(seed).shuffle(order)
+    n_valid = max(1, round(valid_fraction * len(pairs)))
+    split = {"valid": [pairs[i] for i in sorted(order[:n_valid])], "train": [pairs[i] for i in sorted(order[n_valid:])]}
+    for name, rows in split.items():
+        fileio.write_text(folder / f"{name}.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    return split
+
+
+def check_balance(pairs: list[dict[str, Any]], max_ratio: float, *, allow: bool) -> list[str]:
+    """Refuse (ImbalanceError) pairs whose category or label is past ``max_ratio``:1, unless ``allow``."""
+    from punie.data.labels import imbalance, label_counts
+
+    counts = label_counts([(p, "preference") for p in pairs])
+    problems = []
+    for name in BALANCED_FIELDS:
+        ratio = imbalance(counts.get(name, {}), max_ratio, min_records=1)
+        if ratio is not None:
+            table = " : ".join(f"{n} {value!r}" for value, n in counts[name].items())
+            problems.append(f"the training pairs' {name} is {table} ({ratio:.1f}:1, above {max_ratio:g}:1)")
+    if problems and not allow:
+        raise ImbalanceError("; ".join(problems) + ". DPO on them would teach the majority; nothing was trained. "
+                             "Pass --allow-imbalance to train anyway, or add cases of the rarer values.")
+    return problems
+
+
+def start_comparisons(results: EvalResults, has_start: bool) -> list[dict[str, Any]]:
+    """Each new adapter against START (the baseline when there is no START), paired on the held-out cases."""
+    start = results.runs[1] if has_start else results.run(BASELINE)
+    others = [r for r in results.runs if r is not start and r.name != BASELINE and r.cases]
+    return finish_comparisons([compare(start, r) for r in others])
+
+
+def _dpo_config(config: ImproveConfig, policy: Path | None, pairs: Path, output: Path) -> DPOConfig:
+    settings = {"data": pairs, "model": config.model, "adapter": policy, "output": output, "seed": config.seed}
+    # The pairs are the policy's own scored drafts: a rejected draft with a broken tool call is what DPO
+    # should push down, but punie data check refuses it as bad data. So the check is off unless asked for.
+    return resolve_dpo_config({"check_data": False} | config.dpo | {k: v for k, v in settings.items()
+                                                                   if v is not None})
+
+
+def _write_drafts(path: Path, cases: list[EvalCase], drafts: list[list[CaseResult]]) -> None:
+    lines = [json.dumps({"case": case.id, "draft": j, "passed": d.passed, "reason": d.reason, "output": d.output})
+             for case, row in zip(cases, drafts, strict=True) for j, d in enumerate(row)]
+    fileio.write_text(path, "".join(line + "\n" for line in lines))
+
+
+def _check_disjoint(train: list[EvalCase], held_out: list[EvalCase], train_path: Path, held_path: Path) -> None:
+    """The held-out suite must share no prompt with the training suite, or the gain it shows is not held out."""
+    def prompt(case: EvalCase) -> str:
+        return json.dumps(case.messages, sort_keys=True)
+
+    shared = {prompt(c) for c in train} & {prompt(c) for c in held_out}
+    if shared:
+        ids = [c.id for c in held_out if prompt(c) in shared]
+        raise DataError(f"{held_path} shares {len(shared)} prompt(s) with {train_path} (cases "
+                        f"{', '.join(ids[:5])}); a held-out suite must not contain training cases.")
+
+
+def _claim(output: Path) -> Path:
+    if output.exists() and (not output.is_dir() or any(output.iterdir())):
+        raise ConfigError(f"--output {output} already exists and is not empty; choose a new directory.")
+    output.mkdir(parents=True, exist_ok=True)
+    return output

@@ -1,0 +1,203 @@
+"""punie improve: pairing drafts, the balance refusal, seeded sampling, and one tiny end-to-end round."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from punie.dpo.improve import ImbalanceError, ImproveConfig, check_balance, improve, make_pairs
+from punie.errors import DataError
+from punie.eval.engines import EngineOptions
+from punie.eval.inprocess import InProcessEngine
+from punie.eval.results import CaseResult
+from punie.eval.suite import EvalCase
+from punie.training.rundir import RunDir, loss_series
+
+TOOLS = [{"type": "function", "function": {"name": "read_file", "description": "Read a file.", "parameters": {
+    "type": "object", "properties": {"path": {"type": "string"}}, "required": ["path"]}}}]
+
+
+def case(i: int, scorer: str = "contains", **expect) -> EvalCase:
+    return EvalCase(id=f"c{i}", messages=[{"role": "user", "content": f"question {i}"}], scorer=scorer,
+                    expect=expect or {"contains": ["e"]}, category="a" if i % 2 else "b",
+                    tools=TOOLS if scorer == "tool_call" else None)
+
+
+def draft(passed: bool, text: str) -> CaseResult:
+    return CaseResult(id="x", category="a", scorer="contains", passed=passed, score=float(passed), output=text,
+                      tool_calls=[], latency_s=None)
+
+
+def test_a_passing_draft_is_paired_with_a_failing_one_and_the_rest_are_counted():
+    cases = [case(0), case(1), case(2),
+             case(3, "tool_call", tool_calls=[{"name": "read_file", "arguments": {"path": {"one_of": ["a.md",
+                                                                                                      "./a.md"]}}}]),
+             case(4, "tool_call", no_tool_call=True)]
+    drafts = [[draft(False, "no"), draft(True, "yes 1"), draft(True, "yes 2"), draft(False, "nope")],
+              [draft(True, "yes")] * 4,
+              [draft(False, "no")] * 4,
+              [draft(False, "I cannot")] * 4,
+              [draft(False, "<tool_call>")] * 4]
+    pairing = make_pairs(cases, drafts, reference_answers=False)
+    assert [p["case"] for p in pairing.pairs] == ["c0"]
+    pair = pairing.pairs[0]
+    assert pair["chosen"] == {"role": "assistant", "content": "yes 1"}
+    assert pair["rejected"] == {"role": "assistant", "content": "no"}
+    assert pair["messages"] == cases[0].messages and pair["category"] == "b" and "tools" not in pair
+    assert pairing.summary() == {"pairs": 1, "from_reference": 0,
+                                 "no_pair": {"all drafts passed": 1, "all drafts failed": 3}}
+
+    with_reference = make_pairs(cases, drafts, reference_answers=True)
+    assert [p["case"] for p in with_reference.pairs] == ["c0", "c3"]  # no_tool_call and contains name no answer
+    call = {"type": "function", "function": {"name": "read_file", "arguments": {"path": "a.md"}}}
+    assert with_reference.pairs[1]["chosen"] == {"role": "assistant", "content": "", "tool_calls": [call]}
+    assert with_reference.pairs[1]["tools"] == TOOLS
+    assert with_reference.summary()["from_reference"] == 1
+    assert with_reference.summary()["no_pair"] == {"all drafts passed": 1, "all drafts failed": 2}
+
+
+def test_pairs_past_two_to_one_are_refused_unless_allowed():
+    def pairs(categories):
+        return [{"prompt": f"q{i}", "chosen": "yes e", "rejected": "no", "category": c}
+                for i, c in enumerate(categories)]
+
+    assert check_balance(pairs("aab"), 2.0, allow=False) == []  # 2:1 is allowed
+    with pytest.raises(ImbalanceError) as info:
+        check_balance(pairs("aaab"), 2.0, allow=False)
+    assert "category is 3 'a' : 1 'b' (3.0:1, above 2:1)" in str(info.value)
+    assert "--allow-imbalance" in str(info.value) and "nothing was trained" in str(info.value)
+    assert check_balance(pairs("aaab"), 2.0, allow=True) == [
+        "the training pairs' category is 3 'a' : 1 'b' (3.0:1, above 2:1)"]
+    labelled = [p | {"chosen": "Yes", "rejected": "No"} for p in pairs("ab")] + \
+        [p | {"chosen": "No", "rejected": "Yes", "prompt": f"r{i}"} for i, p in enumerate(pairs("ababab"))]
+    with pytest.raises(ImbalanceError, match="answer is 6 'no' : 2 'yes'"):
+        check_balance(labelled, 2.0, allow=False)
+
+
+def test_sampling_is_seeded_and_greedy_stays_the_default(tiny_model):
+    cases = [case(i) for i in range(3)] * 3
+
+    def answers(**options):
+        engine = InProcessEngine(EngineOptions(model=str(tiny_model), max_tokens=8, batch_size=4, **options))
+        engine.prepare([])
+        got: dict[int, str] = {}
+        engine.generate(None, cases, lambda i, g: got.__setitem__(i, g.output.raw))
+        engine.close()
+        return [got[i] for i in range(len(cases))]
+
+    greedy = answers()
+    assert greedy[:3] == greedy[3:6] == greedy[6:]  # the same prompt gives the same greedy answer
+    sampled = answers(temperature=1.0, seed=1)
+    assert sampled == answers(temperature=1.0, seed=1)
+    assert sampled != answers(temperature=1.0, seed=2)
+    assert len({sampled[0], sampled[3], sampled[6]}) > 1  # drafts of one prompt differ
+
+
+def write_suite(path: Path, prompts: list[str]) -> Path:
+    lines = [{"id": f"{path.stem}-{i}", "category": "a" if i % 2 else "b",
+              "messages": [{"role": "user", "content": text}], "scorer": "contains", "expect": {"contains": ["e"]}}
+             for i, text in enumerate(prompts)]
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    return path
+
+
+def test_one_tiny_round_end_to_end(tiny_model, tmp_path, run_cli):
+    train_suite = write_suite(tmp_path / "train.jsonl", [f"Tell me about item {i}." for i in range(12)])
+    held_out = write_suite(tmp_path / "held.jsonl", [f"Describe thing {i}, please." for i in range(4)])
+    out = tmp_path / "improve"
+    config = ImproveConfig(suite=train_suite, eval_suite=held_out, output=out, model=str(tiny_model), k=4,
+                           temperature=1.0, max_tokens=6, batch_size=8, allow_imbalance=True,
+                           dpo={"iters": 2, "num_layers": 2, "batch_size": 2, "steps_per_eval": 2})
+    rounds = []
+    result = improve(config, on_round=lambda n, record: rounds.append(record))
+    record = rounds[0]
+    assert record["pairs"] + sum(record["no_pair"].values()) == 12 and record["pairs"] >= 2
+    drafts = [json.loads(line) for line in (out / "round-1" / "drafts.jsonl").read_text().splitlines()]
+    assert len(drafts) == 48 and all(d["passed"] == ("e" in d["output"].lower()) for d in drafts)
+    pairs = [json.loads(line) for name in ("train", "valid")
+             for line in (out / "round-1" / "pairs" / f"{name}.jsonl").read_text().splitlines()]
+    assert len(pairs) == record["pairs"]
+    assert all("e" in p["chosen"]["content"].lower() and "e" not in p["rejected"]["content"].lower() for p in pairs)
+    adapter = out / "dpo-1"
+    assert result.adapters == [adapter] and json.loads((adapter / "manifest.json").read_text())["status"] == "completed"
+    # The report's loss curves read DPO's "loss" as the training curve.
+    curves = loss_series(RunDir(adapter).read_metrics())
+    assert [x for x, _ in curves["train_loss"]] == [2] and [x for x, _ in curves["val_loss"]] == [0, 2]
+    evaluated = json.loads((out / "eval" / "results.json").read_text())
+    assert [r["name"] for r in evaluated["runs"]] == ["baseline", "dpo-1"]
+    assert [(c["baseline"], c["run"], c["n_paired"]) for c in result.comparisons] == [
+        ("baseline", "dpo-1", 4)]
+    assert json.loads((out / "improve.json").read_text())["rounds"] == rounds
+
+    # From START (the adapter just made), through the CLI: START is what the new adapter is compared with.
+    cli = run_cli("improve", "--suite", str(train_suite), "--eval-suite", str(held_out), "--output",
+                  str(tmp_path / "cli"), "--model", str(tiny_model), "--adapter", str(adapter), "--k", "4",
+                  "--temperature", "1.0", "--max-tokens", "6", "--allow-imbalance", "--iters", "2",
+                  "--dpo-batch-size", "2")
+    assert cli.returncode == 0, cli.stderr
+    assert "Round 1:" in cli.stderr and "case(s) gave pairs" in cli.stderr and "all drafts failed" in cli.stderr
+    assert "dpo step 2/2: loss" in cli.stderr
+    assert ("Trained anyway (--allow-imbalance)" in cli.stderr) == bool(
+        json.loads((tmp_path / "cli" / "improve.json").read_text())["rounds"][0]["balance_warnings"])
+    assert "cli/dpo-1 vs dpo-1 on" in cli.stdout and (tmp_path / "cli" / "eval" / "report.html").is_file()
+
+
+def test_a_held_out_suite_sharing_training_prompts_is_refused(tiny_model, tmp_path):
+    train_suite = write_suite(tmp_path / "train.jsonl", ["one", "two", "three"])
+    held_out = write_suite(tmp_path / "held.jsonl", ["four", "two"])
+    config = ImproveConfig(suite=train_suite, eval_suite=held_out, output=tmp_path / "o", model=str(tiny_model))
+    with pytest.raises(DataError, match="shares 1 prompt"):
+        improve(config)
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_training_suite_from_tools_data_expects_each_first_reply_and_skips_held_out_prompts(tmp_path):
+    from punie.dpo.train_suite import write_training_suite
+
+    system = {"role": "system", "content": "You are a coding agent."}
+    call = {"type": "function", "function": {"name": "read_file", "arguments": {"path": "a.md"}}}
+    records = [
+        {"messages": [system, {"role": "user", "content": "Show a.md"}, {"role": "assistant", "content": "",
+                                                                          "tool_calls": [call]},
+                      {"role": "tool", "content": "hello"}, {"role": "assistant", "content": "It says hello."}],
+         "tools": TOOLS, "category": "read"},
+        {"messages": [system, {"role": "user", "content": "What is 2+2?"}, {"role": "assistant", "content": "4"}],
+         "tools": TOOLS, "category": "answer"},
+        {"messages": [system, {"role": "user", "content": "Held out"}, {"role": "assistant", "content": "x"}],
+         "tools": TOOLS, "category": "answer"},
+    ]
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in records))
+    held = tmp_path / "held.jsonl"
+    held.write_text(json.dumps({"id": "h", "messages": records[2]["messages"][:2], "tools": TOOLS,
+                                "scorer": "tool_call", "expect": {"no_tool_call": True}}) + "\n")
+    out = tmp_path / "suite.jsonl"
+    assert write_training_suite(data, out, exclude=held) == (2, 1)
+    cases = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [c["messages"] for c in cases] == [records[0]["messages"][:2], records[1]["messages"][:2]]
+    assert cases[0]["expect"] == {"tool_calls": [{"name": "read_file", "arguments": {"path": "a.md"}}]}
+    assert cases[1]["expect"] == {"no_tool_call": True}
+    assert [c["category"] for c in cases] == ["read", "answer"] and cases[0]["tools"] == TOOLS
+    (tmp_path / "bad.jsonl").write_text(json.dumps(records[0]) + "\n" + json.dumps({"messages": [system]}) + "\n")
+    with pytest.raises(DataError, match="bad.jsonl:2: expected a chat record"):
+        write_training_suite(tmp_path / "bad.jsonl", tmp_path / "x.jsonl")
+
+
+def test_a_rejected_draft_with_a_broken_tool_call_is_trained_on(tiny_model, tmp_path, monkeypatch):
+    from punie.dpo import improve as improve_module
+
+    # Regression: punie data check refuses a rejected side whose tool call is not valid JSON, so the pairs of
+    # a real run (drafts cut off mid-call) were refused and nothing was trained.
+    train_suite = write_suite(tmp_path / "train.jsonl", [f"Tell me about item {i}." for i in range(4)])
+    held_out = write_suite(tmp_path / "held.jsonl", ["Describe a thing."])
+    broken = '<tool_call>\n{"name": "read_file", "arguments": {"path": "unterminated'
+    monkeypatch.setattr(improve_module, "sample_drafts", lambda cases, *a, **kw: [
+        [draft(True, f"here {i}"), draft(False, broken)] for i in range(len(cases))])
+    config = ImproveConfig(suite=train_suite, eval_suite=held_out, output=tmp_path / "o", model=str(tiny_model),
+                           max_tokens=4, valid_fraction=0.25, dpo={"iters": 1, "num_layers": 2, "batch_size": 2})
+    result = improve(config)
+    pairs = (tmp_path / "o" / "round-1" / "pairs" / "train.jsonl").read_text()
+    assert "unterminated" in pairs and result.rounds[0]["pairs"] == 4
+    assert json.loads((result.adapters[0] / "manifest.json").read_text())["status"] == "completed"
