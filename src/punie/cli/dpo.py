@@ -85,10 +85,7 @@ def _saved_settings(output: Path | None) -> dict[str, Any]:
 
     if output is None:
         raise ConfigError("--resume needs --output naming the run to continue.")
-    run = RunDir(output)
-    if run.read_manifest() is None:
-        raise ConfigError(f"--resume: {run.manifest_file} does not exist; {output} is not a punie dpo run.")
-    return {k: v for k, v in run.saved_config().items() if v is not None}
+    return RunDir(output).settings_to_resume("punie dpo")
 
 
 class DPODisplay:

@@ -175,11 +175,9 @@ def _attach_adapters(model: Any, config: DPOConfig) -> int:
     """Continue START's LoRA (already applied by the loader) or attach a new one; only its weights train."""
     from mlx_lm.tuner.utils import linear_to_lora_layers
 
-    n_layers = len(model.layers)
-    num_layers = n_layers if config.num_layers == -1 else config.num_layers
-    if num_layers > n_layers:
-        raise ConfigError(f"--num-layers {config.num_layers} is larger than the model's {n_layers} layers; "
-                          f"use at most {n_layers} (or -1 for all).")
+    from punie.training.run import adapted_layers
+
+    num_layers = adapted_layers(model, config.num_layers)
     model.freeze()
     if config.adapter is None:
         linear_to_lora_layers(model, num_layers, config.lora_parameters(), use_dora=config.fine_tune_type == "dora")

@@ -207,14 +207,19 @@ def _check_data(config: TrainConfig, tokenizer: Any, fmt: str) -> list[str]:
     return [f"{f.where}: {f.message}" for f in report.warnings]
 
 
+def adapted_layers(model: Any, num_layers: int) -> int:
+    """How many blocks ``--num-layers`` adapts on this model (-1: all); ConfigError when it has fewer."""
+    n_layers = len(model.layers)
+    if num_layers > n_layers:
+        raise ConfigError(f"--num-layers {num_layers} is larger than the model's {n_layers} layers; "
+                          f"use at most {n_layers} (or -1 for all).")
+    return n_layers if num_layers == -1 else num_layers
+
+
 def _attach_adapters(model: Any, config: TrainConfig) -> int:
     from mlx_lm.tuner.utils import linear_to_lora_layers
 
-    n_layers = len(model.layers)
-    num_layers = n_layers if config.num_layers == -1 else config.num_layers
-    if num_layers > n_layers:
-        raise ConfigError(f"--num-layers {config.num_layers} is larger than the model's {n_layers} layers; "
-                          f"use at most {n_layers} (or -1 for all).")
+    num_layers = adapted_layers(model, config.num_layers)
     model.freeze()
     if config.fine_tune_type == "full":
         for layer in model.layers[-num_layers:]:

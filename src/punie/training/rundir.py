@@ -177,6 +177,18 @@ class RunDir:
             raise DataError(f"{self.manifest_file}: no 'config' object; the run cannot be continued.")
         return config
 
+    def settings_to_resume(self, kind: str) -> dict[str, Any]:
+        """The settings ``--resume`` continues with (unset ones left out); ConfigError when this is no such run.
+
+        ``kind`` names the run in the message ("punie training", "punie dpo").
+        """
+        from punie.errors import ConfigError
+
+        if self.read_manifest() is None:
+            raise ConfigError(f"--resume: {self.manifest_file} does not exist; {self.path} is not a {kind} run "
+                              "(start without --resume).")
+        return {k: v for k, v in self.saved_config().items() if v is not None}
+
     def status(self) -> str | None:
         """The manifest's status, with a "running" run whose process is gone reported as "interrupted"."""
         manifest = self.read_manifest()
