@@ -15,6 +15,7 @@ import pytest
 from punie.dpo import DPOConfig, TrainingInterrupted, train_dpo
 from punie.dpo.data import PairSplit, make_pair_batch, tokenize_pairs
 from punie.dpo.logps import plain_logps, shared_prompt_logps
+from punie.errors import ConfigError, DataError
 from punie.training.rundir import BaseModelIdentity, RunDir
 from test_train_interrupts import ctrl_c
 
@@ -296,6 +297,21 @@ def test_bad_pair_files_name_the_line_and_exit_1(pairs_dir, tiny_model, tmp_path
     result = run_cli("dpo", str(pairs_dir), "--model", str(tiny_model), "--output", str(tmp_path / "o"))
     assert result.returncode == 1 and "punie train" in result.stderr
     assert not (tmp_path / "o" / "adapters.safetensors").exists()
+
+
+def test_force_over_a_run_deletes_nothing_when_the_new_data_is_refused(pairs_dir, tiny_model, tmp_path):
+    good = tmp_path / "good"
+    train_dpo(config(pairs_dir, tiny_model, good, iters=3))
+    before = {p.relative_to(good): p.read_bytes() for p in good.rglob("*") if p.is_file()}
+    with pytest.raises(ConfigError, match="holds a punie dpo run .completed, last checkpoint at step 3"):
+        train_dpo(config(pairs_dir, tiny_model, good, iters=3))
+    write_split(pairs_dir / "train.jsonl", [{"prompt": "Is it?", "chosen": "yes", "rejected": "yes"}])
+    with pytest.raises(DataError, match="train.jsonl:1"):
+        train_dpo(config(pairs_dir, tiny_model, good, iters=3), force=True)
+    assert {p.relative_to(good): p.read_bytes() for p in good.rglob("*") if p.is_file()} == before
+    with pytest.raises(DataError, match="train.jsonl:1"):
+        train_dpo(config(pairs_dir, tiny_model, tmp_path / "new" / "run"))
+    assert not (tmp_path / "new").exists()
 
 
 def test_cli_trains_reports_dropped_pairs_and_resumes(pairs_dir, tiny_model, tmp_path, run_cli):

@@ -1,17 +1,18 @@
 """``punie.dpo.train_dpo(config) -> DPOResult``: preference training (DPO and its variants) of a LoRA adapter.
 
-The steps, in order: check the data (``punie data check``: ``file:line`` for
-every bad pair), load the model once (with START applied, if given), attach or
-continue the LoRA, tokenize the pairs through the chat template, compute (or
-read from the cache) the reference log-probs on that same model, drop the
-noisiest pairs if asked, then train. The output directory has the layout of a
-``punie train`` run, so mlx-lm loads the adapter as is.
+The steps, in order: decide what to do with ``--output`` (writing nothing),
+check the data (``punie data check``: ``file:line`` for every bad pair), load
+the model once (with START applied, if given), attach or continue the LoRA,
+tokenize the pairs through the chat template; only then claim the output
+directory (so a ``--force`` over an old run deletes nothing until training can
+start), compute (or read from the cache) the reference log-probs on that same
+model, drop the noisiest pairs if asked, and train. The output directory has the
+layout of a ``punie train`` run, so mlx-lm loads the adapter as is.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,10 +22,10 @@ import numpy as np
 
 from punie.dpo.config import DPOConfig, resolve_dpo_config
 from punie.dpo.data import PairSplit, tokenize_pairs
-from punie.errors import ConfigError, DataError
+from punie.errors import DataError
 from punie.training import checkpoints, rundir
 from punie.training.loop import TrainingCallback, TrainingError, TrainingInterrupted
-from punie.training.rundir import BaseModelIdentity, Checkpoint, RunDir
+from punie.training.rundir import BaseModelIdentity, RunDir
 
 __all__ = ["DPOConfig", "DPOResult", "TrainingError", "TrainingInterrupted", "resolve_dpo_config", "train_dpo"]
 
@@ -62,20 +63,26 @@ def train_dpo(config: DPOConfig, callback: TrainingCallback | None = None, *, re
 
     run = RunDir(config.output_dir())
     output = run.path
-    checkpoint = _prepare_output(run, config, resume=resume, force=force)
+    plan = run.plan_output(json.loads(config.model_dump_json()), _RESUME_FIXED, resume=resume, force=force,
+                           kind="punie dpo")
     model, tokenizer = load(config.model, config.adapter)
     warnings = _check_data(config, tokenizer)
     splits = {name: tokenize_pairs(name, config.data / f"{name}.jsonl", tokenizer, config.max_seq_length)
               for name in ("train", "valid")}
     warnings += _length_warnings(splits, config.max_seq_length)
+    if plan.restart:
+        warnings.append(f"{output} has no checkpoint yet (it was stopped before its first one); "
+                        "it was trained again from step 0.")
     mx.random.seed(config.seed)
     num_layers = _attach_adapters(model, config)
     # Recorded exactly as punie train records it, so punie eval's adapter/base check covers DPO adapters.
     base = BaseModelIdentity.of_model_dir(resolve_model(config.model), config.model)
     key = reference_key(base, config.adapter, splits)
+    run.claim(plan)  # only now: a run refused for its data or settings leaves the directory as it was
+    checkpoint = plan.checkpoint
     # The policy is still the starting policy here (a new LoRA's lora_b is zero): score the pairs with it.
     reference, cached = reference_logps(model, splits, key, logps_fn(model), config.batch_size, output,
-                                        resume=resume)
+                                        resume=checkpoint is not None)
     splits["train"], reference, dropped = drop_noisy_pairs(splits["train"], reference, config.drop_noisy)
     if callback is not None and dropped:  # reported before the first step, not a metric of the curve
         callback.on_report({"iteration": 0, "dropped_pairs": dropped})
@@ -111,29 +118,6 @@ def drop_noisy_pairs(split: PairSplit, reference: dict[str, np.ndarray],
     reference = dict(reference, **{f"train.{side}": reference[f"train.{side}"][keep]
                                    for side in ("chosen", "rejected")})
     return split.subset(keep), reference, dropped
-
-
-def _prepare_output(run: RunDir, config: DPOConfig, *, resume: bool, force: bool) -> Checkpoint | None:
-    output = run.path
-    exists = output.exists() and any(output.iterdir())
-    if resume:
-        checkpoint = run.latest_checkpoint() if exists else None
-        if checkpoint is None:
-            raise ConfigError(f"--resume: {output} holds no checkpoint to resume from; start without --resume.")
-        saved = run.saved_config()
-        now = json.loads(config.model_dump_json())
-        changed = [k for k in _RESUME_FIXED if saved.get(k) != now.get(k)]
-        if changed:
-            raise ConfigError(f"--resume: {', '.join(changed)} differ from the run in {output}; "
-                              "resume with the same settings or start a new --output.")
-        return checkpoint
-    if exists:
-        if not force:
-            raise ConfigError(f"{output} already exists and is not empty; pass --resume to continue that run, "
-                              "--force to replace it, or choose another --output.")
-        shutil.rmtree(output)
-    output.mkdir(parents=True, exist_ok=True)
-    return None
 
 
 def _check_data(config: DPOConfig, tokenizer: Any) -> list[str]:

@@ -10,7 +10,6 @@ its data or settings leaves the disk as it was: no empty directory, and a
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
@@ -22,7 +21,7 @@ from punie.training import checkpoints, rundir
 from punie.training.config import TrainConfig
 from punie.training.distributed import PeerLost, World, is_peer_loss, run_identity, share_resume
 from punie.training.loop import Trainer, TrainingCallback, TrainingError, TrainingInterrupted
-from punie.training.rundir import BaseModelIdentity, Checkpoint, RunDir
+from punie.training.rundir import BaseModelIdentity, OutputPlan, RunDir
 
 # Settings a resumed run must share with the run it continues.
 _RESUME_FIXED = ("model", "data", "hf_dataset", "fine_tune_type", "rank", "num_layers", "batch_size", "seed",
@@ -45,15 +44,6 @@ class TrainResult:
     metrics: list[dict[str, Any]]
 
 
-@dataclass(frozen=True)
-class _OutputPlan:
-    """What ``train`` will do with the output directory, decided before anything is written."""
-
-    checkpoint: Checkpoint | None = None  # resume from it
-    replace: bool = False  # --force: delete the directory's contents first
-    restart: bool = False  # --resume of a run killed before its first checkpoint: start it again
-
-
 def train(config: TrainConfig, callback: TrainingCallback | None = None, *, resume: bool = False,
           force: bool = False) -> TrainResult:
     """Fine-tune ``config.model`` on ``config``'s data; write an adapter directory."""
@@ -69,7 +59,7 @@ def train(config: TrainConfig, callback: TrainingCallback | None = None, *, resu
                           f"({world.size}): each rank takes an equal share of every batch.")
     run = RunDir(config.output_dir())
     # Rank 0 alone owns the run directory (the other ranks may be on machines that have no copy of it).
-    plan = _plan_output(run, config, resume=resume, force=force) if world.is_main else _OutputPlan()
+    plan = _plan_output(run, config, resume=resume, force=force) if world.is_main else OutputPlan()
     records = train_data.load_records(config)
     fmt = train_data.data_format(records)
     model, tokenizer = load(config.model)
@@ -91,7 +81,7 @@ def train(config: TrainConfig, callback: TrainingCallback | None = None, *, resu
     manifest = _manifest(config, base, records, fmt, mask_prompt, truncated) | {"world_size": world.size}
     world.check_same(run_identity(manifest))
     if world.is_main:
-        _claim_output(run, plan)
+        run.claim(plan)
     share_resume(world, trainer, plan.checkpoint)
     if world.is_main:
         checkpoints.write_adapter_config(run.path, config, base.path or "", num_layers)
@@ -133,49 +123,8 @@ def check_output(config: TrainConfig, *, resume: bool, force: bool) -> None:
     _plan_output(RunDir(config.output_dir()), config, resume=resume, force=force)
 
 
-def _plan_output(run: RunDir, config: TrainConfig, *, resume: bool, force: bool) -> _OutputPlan:
-    """Refuse, resume, restart or replace: decided from what the directory holds; nothing is written here."""
-    output = run.path
-    if output.exists() and not output.is_dir():
-        raise ConfigError(f"--output {output} is a file; choose a directory.")
-    exists = output.is_dir() and any(output.iterdir())
-    manifest = run.read_manifest() if exists else None
-    pid = run.trained_by_other_process() if manifest is not None else None
-    if pid is not None:
-        raise ConfigError(f"{output} is being trained right now by process {pid}; wait for it to finish or stop it "
-                          "(Ctrl-C), or choose another --output.")
-    if resume:
-        if manifest is None:
-            what = "holds no punie training run" if not exists else "is not a punie training run (no manifest.json)"
-            raise ConfigError(f"--resume: {output} {what}; start without --resume, or choose another --output.")
-        saved = run.saved_config()
-        now = json.loads(config.model_dump_json())
-        changed = [k for k in _RESUME_FIXED if saved.get(k) != now.get(k)]
-        if changed:
-            raise ConfigError(f"--resume: {', '.join(changed)} differ from the run in {output}; "
-                              "resume with the same settings or start a new --output.")
-        checkpoint = run.latest_checkpoint()
-        return _OutputPlan(checkpoint=checkpoint, restart=checkpoint is None)
-    if exists and not force:
-        if manifest is None:
-            raise ConfigError(f"{output} already exists, is not empty and is not a punie training run; "
-                              "choose another --output (--force would delete its contents).")
-        checkpoint = run.latest_checkpoint()
-        where = f", last checkpoint at step {checkpoint.step}" if checkpoint else ", no checkpoint yet"
-        raise ConfigError(f"{output} holds a punie training run ({run.status()}{where}); pass --resume to continue "
-                          "it, --force to replace it, or choose another --output.")
-    return _OutputPlan(replace=exists)
-
-
-def _claim_output(run: RunDir, plan: _OutputPlan) -> None:
-    if plan.replace:
-        shutil.rmtree(run.path)
-    if plan.restart:
-        # The files the stopped run wrote; the new run writes them again from step 0.
-        for name in (rundir.ADAPTERS, rundir.METRICS):
-            (run.path / name).unlink(missing_ok=True)
-        shutil.rmtree(run.path / rundir.CHECKPOINTS, ignore_errors=True)
-    run.path.mkdir(parents=True, exist_ok=True)
+def _plan_output(run: RunDir, config: TrainConfig, *, resume: bool, force: bool) -> OutputPlan:
+    return run.plan_output(json.loads(config.model_dump_json()), _RESUME_FIXED, resume=resume, force=force)
 
 
 def _truncation_warnings(config: TrainConfig, splits: dict[str, Any]) -> list[str]:

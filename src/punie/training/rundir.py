@@ -24,6 +24,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -142,6 +144,15 @@ def _json_file(path: Path) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
+class OutputPlan:
+    """What a run will do with its output directory, decided before anything is written."""
+
+    checkpoint: Checkpoint | None = None  # resume from it
+    replace: bool = False  # --force: delete the directory's contents first
+    restart: bool = False  # --resume of a run killed before its first checkpoint: start it again
+
+
+@dataclass(frozen=True)
 class RunDir:
     """One training output directory (also an adapter directory: mlx-lm loads it as is)."""
 
@@ -208,6 +219,57 @@ class RunDir:
         if not training_process_alive(process) or process["pid"] == os.getpid():
             return None  # gone (killed), or this very process, which left it "running" and is not training it now
         return int(process["pid"])
+
+    # ---- claiming the directory ----------------------------------------------------------------
+    def plan_output(self, settings: dict[str, Any], fixed: Sequence[str], *, resume: bool, force: bool,
+                    kind: str = "punie training") -> OutputPlan:
+        """Refuse, resume, restart or replace, from what the directory holds; nothing is written here.
+
+        ``settings`` are the new run's resolved settings; ``--resume`` refuses when any ``fixed`` one differs
+        from the saved run's. ``kind`` names the run in messages.
+        """
+        from punie.errors import ConfigError
+
+        output = self.path
+        if output.exists() and not output.is_dir():
+            raise ConfigError(f"--output {output} is a file; choose a directory.")
+        exists = output.is_dir() and any(output.iterdir())
+        manifest = self.read_manifest() if exists else None
+        pid = self.trained_by_other_process() if manifest is not None else None
+        if pid is not None:
+            raise ConfigError(f"{output} is being trained right now by process {pid}; wait for it to finish or stop "
+                              "it (Ctrl-C), or choose another --output.")
+        if resume:
+            if manifest is None:
+                what = f"holds no {kind} run" if not exists else f"is not a {kind} run (no manifest.json)"
+                raise ConfigError(f"--resume: {output} {what}; start without --resume, or choose another --output.")
+            saved = self.saved_config()
+            changed = [k for k in fixed if saved.get(k) != settings.get(k)]
+            if changed:
+                raise ConfigError(f"--resume: {', '.join(changed)} differ from the run in {output}; "
+                                  "resume with the same settings or start a new --output.")
+            checkpoint = self.latest_checkpoint()
+            return OutputPlan(checkpoint=checkpoint, restart=checkpoint is None)
+        if exists and not force:
+            if manifest is None:
+                raise ConfigError(f"{output} already exists, is not empty and is not a {kind} run; "
+                                  "choose another --output (--force would delete its contents).")
+            checkpoint = self.latest_checkpoint()
+            where = f", last checkpoint at step {checkpoint.step}" if checkpoint else ", no checkpoint yet"
+            raise ConfigError(f"{output} holds a {kind} run ({self.status()}{where}); pass --resume to continue "
+                              "it, --force to replace it, or choose another --output.")
+        return OutputPlan(replace=exists)
+
+    def claim(self, plan: OutputPlan) -> None:
+        """Carry out ``plan``: called only once the data, settings and model have been checked."""
+        if plan.replace:
+            shutil.rmtree(self.path)
+        if plan.restart:
+            # The files the stopped run wrote; the new run writes them again from step 0.
+            for name in (ADAPTERS, METRICS):
+                (self.path / name).unlink(missing_ok=True)
+            shutil.rmtree(self.path / CHECKPOINTS, ignore_errors=True)
+        self.path.mkdir(parents=True, exist_ok=True)
 
     def base_model(self) -> BaseModelIdentity | None:
         """The base model the run recorded: the manifest's identity, else adapter_config.json's ``model``."""
