@@ -18,7 +18,7 @@ from punie.traces.store import Trace, TraceStore
 DATA = Path(__file__).resolve().parents[1] / "data"
 COMMITTED = DATA / "agent"
 FILES = ("train.jsonl", "valid.jsonl", "test.jsonl", "suite.jsonl", "suite-projects.jsonl",
-         "suite-projects-valid.jsonl", "suite-notool.jsonl", "export.json")
+         "suite-projects-valid.jsonl", "suite-notool.jsonl", "suite-notool-valid.jsonl", "export.json")
 
 
 @pytest.fixture(scope="module")

@@ -39,6 +39,8 @@ def improve(
     learning_rate: Annotated[float | None, typer.Option(help="DPO learning rate (punie dpo --learning-rate).")] = None,
     loss: Annotated[str | None, typer.Option(help="Preference loss (punie dpo --loss).")] = None,
     dpo_batch_size: Annotated[int | None, typer.Option(help="Pairs per DPO batch (punie dpo --batch-size).")] = None,
+    sft_weight: Annotated[float | None, typer.Option(help="Weight of the chosen replies' NLL added to the loss "
+                                                         "(punie dpo --sft-weight).")] = None,
 ) -> None:
     """Self-improvement: sample, score and pair drafts on --suite, DPO, then START vs new on --eval-suite."""
     from punie.dpo.improve import improve as run_improve
@@ -46,7 +48,8 @@ def improve(
     from punie.training import TrainingInterrupted
     from punie.training.config import resolve_settings
 
-    dpo = {"iters": iters, "beta": beta, "learning_rate": learning_rate, "loss": loss, "batch_size": dpo_batch_size}
+    dpo = {"iters": iters, "beta": beta, "learning_rate": learning_rate, "loss": loss, "batch_size": dpo_batch_size,
+           "sft_weight": sft_weight}
     given: dict[str, Any] = {k: v for k, v in locals().items() if k in ImproveConfig.model_fields and v is not None}
     given["dpo"] = {k: v for k, v in dpo.items() if v is not None}
     config = resolve_settings(ImproveConfig, given, None)

@@ -289,10 +289,10 @@ def build_project_suite(pool: str, seed: int) -> list[dict[str, Any]]:
         return suite_cases(runs)
 
 
-def build_foreign_suite(seed: int) -> list[dict[str, Any]]:
+def build_foreign_suite(seed: int, pool: str = "test") -> list[dict[str, Any]]:
     """No-tool questions offered other agents' tools: the right step is to answer without a call."""
     with tempfile.TemporaryDirectory(prefix="punie-suite-") as tmp:
-        return suite_cases([(Path(tmp), task) for task in project_tasks.foreign_suite_tasks(seed)])
+        return suite_cases([(Path(tmp), task) for task in project_tasks.foreign_suite_tasks(seed, pool=pool)])
 
 
 def suite_cases(runs: list[tuple[Path, demo_tasks.DemoTask]]) -> list[dict[str, Any]]:
@@ -343,7 +343,8 @@ def generate(out_dir: Path | str, *, seed: int = 42, store: TraceStore | None = 
         raise DataError(f"{len(report.rejected)} demo traces failed validation, e.g. trace "
                         f"{report.rejected[0].trace_id}: {report.rejected[0].reason}")
     suites = {"suite": build_suite(source, seed), "suite-projects": build_project_suite("test", seed),
-              "suite-projects-valid": build_project_suite("valid", seed), "suite-notool": build_foreign_suite(seed)}
+              "suite-projects-valid": build_project_suite("valid", seed), "suite-notool": build_foreign_suite(seed),
+              "suite-notool-valid": build_foreign_suite(seed, "valid")}
     files = {**report.files, "manifest": out_dir / "export.json"}
     for name, cases in suites.items():
         files[name] = out_dir / f"{name}.jsonl"

@@ -249,6 +249,10 @@ def held_out_tasks(pool: str, seed: int) -> list[tuple[Project, DemoTask]]:
     return [(projects[t.project], t) for t in project_tasks(list(projects.values()), pool, seed)]
 
 
-def foreign_suite_tasks(seed: int, count: int = 40) -> list[DemoTask]:
-    """No-tool questions offered other agents' tools (eval tool sets, prompts and templates)."""
-    return question_tasks(count, random.Random(f"{seed}:foreign:eval"), "eval", foreign=True)
+def foreign_suite_tasks(seed: int, count: int = 40, pool: str = "test") -> list[DemoTask]:
+    """No-tool questions offered other agents' tools (eval tool sets, prompts and templates).
+
+    ``pool`` "valid" draws other cases from the same eval pools, for choosing a recipe; "test" is reported.
+    """
+    key = {"test": "eval", "valid": "valid"}[pool]  # "eval": the test suite's draws, as first committed
+    return question_tasks(count, random.Random(f"{seed}:foreign:{key}"), "eval", foreign=True)
