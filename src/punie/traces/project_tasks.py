@@ -25,6 +25,7 @@ from punie.traces.projects import Project, make_projects
 
 # Projects per pool: train ones feed the traces, valid/test ones the two held-out-project suites.
 PROJECT_COUNTS = {"train": 16, "valid": 4, "test": 8}
+FOREIGN_TRAIN_QUESTIONS = 96
 
 # kind -> (train templates, eval templates); the two never share a template (a test checks).
 TEMPLATES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
@@ -91,7 +92,15 @@ FOREIGN_TOOLS: dict[str, dict[str, tuple[str, dict[str, str]]]] = {
               "set_timer": ("Start a countdown timer.", {"minutes": "Duration in minutes"}),
               "book_flight": ("Book a flight.", {"origin": "From", "destination": "To", "date": "ISO date"}),
               "get_stock_price": ("Latest price of a stock.", {"symbol": "Ticker symbol"}),
-              "query_database": ("Run a SQL query on the sales database.", {"sql": "The query"})},
+              "query_database": ("Run a SQL query on the sales database.", {"sql": "The query"}),
+              "order_pizza": ("Order a pizza for delivery.", {"size": "small, medium or large", "address": "Where"}),
+              "track_package": ("Where a parcel is now.", {"tracking_number": "Carrier tracking number"}),
+              "add_contact": ("Save a contact.", {"name": "Full name", "phone": "Phone number"}),
+              "start_vacuum": ("Start the robot vacuum.", {"room": "Room to clean"}),
+              "check_balance": ("Balance of a bank account.", {"account": "Account name"}),
+              "post_message": ("Post to a team chat channel.", {"channel": "Channel name", "text": "Message"}),
+              "rate_movie": ("Rate a movie from 1 to 5.", {"title": "Movie title", "stars": "1 to 5"}),
+              "get_news": ("Top headlines on a topic.", {"topic": "Topic"})},
     "eval": {"get_order_status": ("Status of a customer order.", {"order_id": "Order number"}),
              "create_ticket": ("Open a support ticket.", {"title": "Short summary", "priority": "low, normal or high"}),
              "lookup_customer": ("Find a customer record by email.", {"email": "Customer email"}),
@@ -101,7 +110,8 @@ FOREIGN_TOOLS: dict[str, dict[str, tuple[str, dict[str, str]]]] = {
              "resize_image": ("Resize an uploaded image.", {"image_id": "Image id", "width": "Width in pixels"})},
 }
 FOREIGN_SYSTEMS = {"train": ("You are a personal assistant with access to the user's apps.",
-                             "You are a travel and finance assistant."),
+                             "You are a travel and finance assistant.", "You help a team with its chat and tools.",
+                             "You are a home and errands assistant."),
                    "eval": ("You are a customer support agent for an online shop.",
                             "You are a smart-home assistant.")}
 # Renames for the tool-set variants: punie's tools under other agents' names (training only).
@@ -235,11 +245,14 @@ def kind_category(kind: str) -> str:
 def training_tasks(seed: int) -> list[tuple[Project, DemoTask]]:
     """Every training task on a train-pool project, with its project; plus no-tool tasks with foreign tools."""
     projects = {p.name: p for p in make_projects("train", PROJECT_COUNTS["train"], seed)}
-    tasks = project_tasks(list(projects.values()), "train", seed)
+    tasks = project_tasks(list(projects.values()), "train", seed, questions_per_project=3)
     rng = random.Random(f"{seed}:foreign:train")
     first = next(iter(projects.values()))
     pairs = [(projects[t.project], t) for t in tasks]
-    pairs += [(first, t) for t in question_tasks(36, rng, "train", foreign=True)]
+    # Enough no-tool questions with other agents' tools that answering without a call stays the habit when a
+    # schema offers nothing the question needs. 96 (and 16 train tools, 3 questions per project) replaced 36 (8
+    # tools, 2 per project), chosen on the validation suites: README.md, "How the demo recipe was chosen".
+    pairs += [(first, t) for t in question_tasks(FOREIGN_TRAIN_QUESTIONS, rng, "train", foreign=True)]
     return pairs
 
 
