@@ -120,6 +120,20 @@ def test_splits_are_stratified_by_category():
     assert sorted(ids) == list(range(1, 101))  # every trace in exactly one split
 
 
+def test_traces_giving_the_same_example_up_to_case_and_punctuation_share_a_split():
+    # Two projects' requests "What files are in tests?" and "what files are in tests" expand to examples that
+    # punie data check calls duplicates; split apart, the check refused the export (seen with seed 43).
+    for seed in range(20):
+        traces = [direct(task=f"question {i}") for i in range(30)]
+        traces += [direct(task="What files are in tests?"), direct(task="what files are in tests")]
+        for i, trace in enumerate(traces):
+            trace.id = i + 1
+        splits = assign_splits(traces, (0.8, 0.1, 0.1), seed=seed)
+        where = {t.task: name for name, part in splits.items() for t in part}
+        assert where["What files are in tests?"] == where["what files are in tests"], seed
+        assert sorted(t.id for part in splits.values() for t in part) == list(range(1, 33))
+
+
 def test_bad_traces_are_reported_not_exported(tmp_path, tokenizer):
     undeclared = multi_turn(task="undeclared")
     undeclared.messages[2]["tool_calls"] = [tool_call("delete_everything", path=".")]

@@ -25,6 +25,7 @@ from typing import Any
 
 from punie import fileio
 from punie.chat.toolcalls import TOOL_CALL_START, parse_message, roundtrip_errors
+from punie.data.dedupe import record_keys
 from punie.data.split import SPLIT_NAMES as SPLITS
 from punie.data.split import check_ratios, parse_ratios, split_groups
 from punie.errors import DataError
@@ -113,13 +114,38 @@ def expand(trace: Trace) -> list[dict[str, Any]]:
 
 
 def assign_splits(traces: list[Trace], split: tuple[float, ...], seed: int) -> dict[str, list[Trace]]:
-    """Stratified by category, deterministic: the algorithm of ``punie data split`` with one trace per group."""
+    """Stratified by category, deterministic: the algorithm of ``punie data split``, a group per trace.
+
+    Traces that give the same example (up to case, spacing and punctuation, as ``punie data check`` compares
+    them: "What files are in tests?" on two projects) form one group, so they never straddle train and eval.
+    """
     ordered = sorted(traces, key=lambda t: t.id or 0)
     strata: dict[str, list[list[int]]] = {}
-    for index, trace in enumerate(ordered):
-        strata.setdefault(trace.category or _UNCATEGORIZED, []).append([index])
+    for group in _duplicate_groups(ordered):
+        strata.setdefault(ordered[group[0]].category or _UNCATEGORIZED, []).append(group)
     parts = split_groups(strata, _three(split), seed=seed)
     return {name: [ordered[i] for i in indices] for name, indices in zip(SPLITS, parts, strict=True)}
+
+
+def _duplicate_groups(traces: list[Trace]) -> list[list[int]]:
+    """Indices of ``traces`` grouped by shared near-duplicate examples, in order of each group's first trace."""
+    parent = list(range(len(traces)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    first: dict[str, int] = {}
+    for index, trace in enumerate(traces):
+        for example in expand(trace):
+            other = first.setdefault(record_keys(example).near, index)
+            parent[root(index)] = root(other)
+    groups: dict[int, list[int]] = {}
+    for index in range(len(traces)):
+        groups.setdefault(root(index), []).append(index)
+    return sorted(groups.values(), key=lambda g: g[0])
 
 
 def export_traces(store: TraceStore, out_dir: Path | str, *, split: tuple[float, ...] = (0.8, 0.1, 0.1),
