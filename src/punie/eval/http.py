@@ -19,7 +19,13 @@ from punie.errors import ConfigError
 from punie.eval.engines import EngineOptions, Generation, OnResult
 from punie.eval.outputs import ModelOutput
 from punie.eval.suite import EvalCase
-from punie.serve.client import EndpointHTTPError, EndpointReplyError, OpenAIClient, assistant_message
+from punie.serve.client import (
+    EndpointHTTPError,
+    EndpointReplyError,
+    OpenAIClient,
+    assistant_message,
+    completion_tokens,
+)
 
 Chat = Callable[..., dict[str, Any]]  # OpenAIClient.chat or ServerProcess.chat
 
@@ -41,13 +47,7 @@ def answer_cases(chat: Chat, url: str, cases: list[EvalCase], options: EngineOpt
             on_result(i, Generation(ModelOutput.from_text(""), time.perf_counter() - tic, error=str(exc)))
             continue
         latency = time.perf_counter() - tic
-        on_result(i, Generation(ModelOutput.from_message(message), latency, tokens=_completion_tokens(response)))
-
-
-def _completion_tokens(response: dict[str, Any]) -> int | None:
-    usage = response.get("usage")
-    tokens = usage.get("completion_tokens") if isinstance(usage, dict) else None
-    return tokens if isinstance(tokens, int) else None
+        on_result(i, Generation(ModelOutput.from_message(message), latency, tokens=completion_tokens(response)))
 
 
 class EndpointEngine:
