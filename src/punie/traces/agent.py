@@ -49,8 +49,11 @@ class Completion:
 
 
 class Engine(Protocol):
-    model_id: str | None
-    adapter: str | None
+    @property
+    def model_id(self) -> str | None: ...
+
+    @property
+    def adapter(self) -> str | None: ...
 
     def complete(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> Completion: ...
 
@@ -93,10 +96,13 @@ class ChatCompletionsEngine:
     (its typed errors propagate); tool calls come back as API ``tool_calls``.
     """
 
-    def __init__(self, client: OpenAIClient, *, adapter: str | None = None, max_tokens: int = 256):
+    def __init__(self, client: OpenAIClient, *, adapter: str | None = None, max_tokens: int = 256,
+                 chat: Callable[..., dict[str, Any]] | None = None):
         self.client = client
         self.adapter = adapter
         self.max_tokens = max_tokens
+        # What sends a request: the client's chat, or ServerProcess.chat, whose errors name a dead server's log.
+        self.chat = chat or client.chat
 
     @classmethod
     def at(cls, url: str, *, model: str | None = None, adapter: str | None = None, max_tokens: int = 256,
@@ -109,8 +115,7 @@ class ChatCompletionsEngine:
         return self.client.model or self.client.base_url
 
     def complete(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> Completion:
-        response = self.client.chat(to_openai_messages(messages), tools, max_tokens=self.max_tokens,
-                                    temperature=0.0)
+        response = self.chat(to_openai_messages(messages), tools, max_tokens=self.max_tokens, temperature=0.0)
         message = assistant_message(response, self.client.url)
         return Completion(parse_message(message), json.dumps(message, ensure_ascii=False),
                           text_of(message.get("content")), completion_tokens(response))
@@ -173,7 +178,10 @@ class AgentEpisode:
         parsed = completion.parsed
         index = len(messages)
         trace.turns.append(TurnRecord(index, completion.raw, duration_s))
-        result.tokens = None if result.tokens is None or completion.tokens is None else result.tokens + completion.tokens
+        if result.tokens is not None and completion.tokens is not None:
+            result.tokens += completion.tokens
+        else:
+            result.tokens = None  # one turn of unknown length makes the total unknown
         messages.append(_assistant_message(completion))
         self._emit(messages[-1])
         if parsed.errors:
