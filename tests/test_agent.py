@@ -116,6 +116,21 @@ def test_a_failing_engine_is_recorded_then_raised(tokenizer, workspace):
     assert trace.outcome == "error" and "server went away" in trace.meta["error"]
 
 
+def test_an_interrupted_run_is_stored_as_incomplete(tokenizer, workspace):
+    """Regression: Ctrl-C in the middle of a run stored it as max_steps."""
+    def interrupted(prompt):
+        raise KeyboardInterrupt
+
+    model = ScriptedModel(call("list_dir", path="."))
+    steps = iter([model.generate, interrupted])
+    with TraceStore() as store:
+        with pytest.raises(KeyboardInterrupt):
+            run_agent("List", engine=TemplateEngine(tokenizer, lambda p: next(steps)(p)), tools=make_tools(workspace),
+                      store=store)
+        [trace] = store.iter_traces()
+    assert trace.outcome == "incomplete" and len(trace.tool_calls) == 1
+
+
 def test_endpoint_engine_speaks_openai_and_parses_tool_calls(workspace):
     seen = []
 
