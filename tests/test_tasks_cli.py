@@ -197,3 +197,16 @@ def test_task_report_shows_episodes_side_by_side_escaped(tmp_path):
     dumped = _run_chromium(out / "report.html", tmp_path, "--dump-dom")
     assert dumped.returncode == 0 and _console_messages(dumped.stderr) == []
     assert "1 of 1 tasks shown" in dumped.stdout
+
+
+@pytest.mark.slow
+def test_server_engine_runs_the_same_episodes_as_inprocess(tiny_model, tasks_file, tmp_path):
+    adapter = make_adapter(tiny_model, tmp_path / "strong", 1.0)
+    served = run_task_eval(tasks_file, model=str(tiny_model), adapters=[adapter], engine="server", max_tokens=6,
+                           out_dir=tmp_path / "server")
+    local = run_task_eval(tasks_file, model=str(tiny_model), adapters=[adapter], max_tokens=6,
+                          out_dir=tmp_path / "inprocess")
+    assert [r.name for r in served.runs] == ["baseline", "strong"] and not served.batched and local.batched
+    for s_run, l_run in zip(served.runs, local.runs, strict=True):
+        assert [(e.id, e.answer, e.steps) for e in s_run.episodes] == [(e.id, e.answer, e.steps) for e in l_run.episodes]
+    assert [e.answer for e in served.runs[0].episodes] != [e.answer for e in served.runs[1].episodes]
