@@ -208,5 +208,6 @@ def test_server_engine_runs_the_same_episodes_as_inprocess(tiny_model, tasks_fil
                           out_dir=tmp_path / "inprocess")
     assert [r.name for r in served.runs] == ["baseline", "strong"] and not served.batched and local.batched
     for s_run, l_run in zip(served.runs, local.runs, strict=True):
-        assert [(e.id, e.answer, e.steps) for e in s_run.episodes] == [(e.id, e.answer, e.steps) for e in l_run.episodes]
+        assert [(e.id, e.answer, e.steps) for e in s_run.episodes] == [
+            (e.id, e.answer, e.steps) for e in l_run.episodes]
     assert [e.answer for e in served.runs[0].episodes] != [e.answer for e in served.runs[1].episodes]
