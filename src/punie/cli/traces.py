@@ -21,7 +21,7 @@ _ROLE_STYLE = {"system": "magenta", "user": "bold cyan", "assistant": "bold gree
 def list_traces(
     *,
     limit: Annotated[int, typer.Option(help="Show at most this many (newest first).")] = 30,
-    source: Annotated[str | None, typer.Option(help="Only this source: agent, proxy or demo.")] = None,
+    source: Annotated[str | None, typer.Option(help="Only this source: agent, proxy, demo or eval.")] = None,
     category: Annotated[str | None, typer.Option(help="Only this task category.")] = None,
 ) -> None:
     """Show the newest traces in the store."""
@@ -125,7 +125,7 @@ def export(
                                                    "'finished' only means the agent stopped.")] = False,
     only_successful: Annotated[bool, typer.Option(help="Old name of --only-passed, kept as an alias: it now keeps "
                                                        "'passed' traces, not every one that ended.")] = False,
-    source: Annotated[str | None, typer.Option(help="Only this source: agent, proxy or demo.")] = None,
+    source: Annotated[str | None, typer.Option(help="Only this source: agent, proxy, demo or eval.")] = None,
     category: Annotated[str | None, typer.Option(help="Only this task category.")] = None,
     model: Annotated[str | None, typer.Option(help="Model whose chat template the tool calls are checked "
                                                    "against.")] = None,
