@@ -58,7 +58,7 @@ def test_loop_runs_real_tools_and_feeds_results_back(tokenizer, workspace):
         result = run_agent("Copy notes.txt to todo.txt", engine=engine, tools=make_tools(workspace), store=store,
                            category="edit")
         stored = store.get(result.trace.id)
-    assert result.outcome == "success" and result.answer == "Copied the note to todo.txt." and result.steps == 3
+    assert result.outcome == "finished" and result.answer == "Copied the note to todo.txt." and result.steps == 3
     assert (workspace / "todo.txt").read_text() == "buy milk"
     # The model saw the system prompt, the tool schemas and, later, each tool result through the template.
     assert DEFAULT_SYSTEM in model.prompts[0] and "\nread_file(path: string)" in model.prompts[0]
@@ -72,7 +72,7 @@ def test_loop_runs_real_tools_and_feeds_results_back(tokenizer, workspace):
     assert [(c.message_index, c.name, c.is_error) for c in stored.tool_calls] == [(2, "read_file", False),
                                                                                    (4, "write_file", False)]
     assert [t.raw for t in stored.turns][0] == call("read_file", path="notes.txt")
-    assert (stored.category, stored.model, stored.outcome, stored.task) == ("edit", "fake", "success",
+    assert (stored.category, stored.model, stored.outcome, stored.task) == ("edit", "fake", "finished",
                                                                             "Copy notes.txt to todo.txt")
     assert stored.duration_s is not None and stored.duration_s >= 0
     assert trace_problems(stored, tokenizer) == []
@@ -84,14 +84,14 @@ def test_tool_errors_go_back_to_the_model(tokenizer, workspace):
                        tools=make_tools(workspace))
     tool_results = [m["content"] for m in result.trace.messages if m["role"] == "tool"]
     assert "outside the workspace" in tool_results[0] and "unknown tool 'nope'" in tool_results[1]
-    assert result.outcome == "success" and [c.is_error for c in result.trace.tool_calls] == [True, True]
+    assert result.outcome == "finished" and [c.is_error for c in result.trace.tool_calls] == [True, True]
 
 
 def test_malformed_tool_call_is_reported_to_the_model_and_blocks_export(tokenizer, workspace):
     model = ScriptedModel('<tool_call>\n{"name": "read_file", "arguments": {"path": \n</tool_call>', "Sorry.")
     result = run_agent("Read notes.txt", engine=TemplateEngine(tokenizer, model.generate),
                        tools=make_tools(workspace))
-    assert result.outcome == "success" and result.errors
+    assert result.outcome == "finished" and result.errors
     assert result.trace.messages[3]["content"].startswith("Error: your tool call could not be parsed")
     assert "does not parse" in trace_problems(result.trace, tokenizer)[0]
 
@@ -116,6 +116,21 @@ def test_a_failing_engine_is_recorded_then_raised(tokenizer, workspace):
     assert trace.outcome == "error" and "server went away" in trace.meta["error"]
 
 
+def test_an_interrupted_run_is_stored_as_incomplete(tokenizer, workspace):
+    """Regression: Ctrl-C in the middle of a run stored it as max_steps."""
+    def interrupted(prompt):
+        raise KeyboardInterrupt
+
+    model = ScriptedModel(call("list_dir", path="."))
+    steps = iter([model.generate, interrupted])
+    with TraceStore() as store:
+        with pytest.raises(KeyboardInterrupt):
+            run_agent("List", engine=TemplateEngine(tokenizer, lambda p: next(steps)(p)), tools=make_tools(workspace),
+                      store=store)
+        [trace] = store.iter_traces()
+    assert trace.outcome == "incomplete" and len(trace.tool_calls) == 1
+
+
 def test_endpoint_engine_speaks_openai_and_parses_tool_calls(workspace):
     seen = []
 
@@ -133,7 +148,7 @@ def test_endpoint_engine_speaks_openai_and_parses_tool_calls(workspace):
     engine = ChatCompletionsEngine(OpenAIClient("http://fake:1/v1", model="m",
                                                 transport=httpx.MockTransport(handler)))
     result = run_agent("What is in notes.txt?", engine=engine, tools=make_tools(workspace))
-    assert result.answer == "It says buy milk." and result.outcome == "success"
+    assert result.answer == "It says buy milk." and result.outcome == "finished"
     second = seen[1]
     assert second["model"] == "m" and second["temperature"] == 0 and len(second["tools"]) == 5
     assistant, tool = second["messages"][2], second["messages"][3]
@@ -167,7 +182,7 @@ def test_endpoint_mode_ignores_proxy_variables(workspace, monkeypatch):
         engine.close()
         server.shutdown()
         server.server_close()
-    assert result.outcome == "success" and result.answer == "hello"
+    assert result.outcome == "finished" and result.answer == "hello"
 
 
 def test_local_engine_with_the_tiny_model(tiny_model, workspace):
@@ -178,7 +193,7 @@ def test_local_engine_with_the_tiny_model(tiny_model, workspace):
         result = run_agent("List the files.", engine=engine, tools=make_tools(workspace), store=store, max_steps=2)
         stored = store.get(result.trace.id)
     # A random model says something arbitrary; the loop must still end and keep what it said.
-    assert result.outcome in ("success", "max_steps")
+    assert result.outcome in ("finished", "max_steps")
     assert stored.model == str(tiny_model) and stored.turns[0].raw is not None
 
 
@@ -211,7 +226,7 @@ def test_cli_agent_run_against_an_endpoint(run_cli, workspace):
         server.server_close()
     assert proc.returncode == 0, proc.stderr
     assert 'list_dir({"path": "."})' in proc.stdout and "notes.txt" in proc.stdout
-    assert "success after 2 steps; stored as trace 1" in proc.stdout
+    assert "finished after 2 steps; stored as trace 1" in proc.stdout
     shown = run_cli("traces", "show", "1")
     assert shown.returncode == 0 and "There is one file, notes.txt." in shown.stdout
     listed = run_cli("traces", "list")

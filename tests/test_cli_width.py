@@ -26,14 +26,14 @@ def run_narrow(punie_home, *args: str) -> list[str]:
 
 def test_traces_list_reads_at_80_columns(punie_home):
     with TraceStore() as store:
-        for outcome, category in (("max_steps", "search"), ("success", "list")):
+        for outcome, category in (("max_steps", "search"), ("finished", "list")):
             store.add(Trace(messages=[{"role": "user", "content": TASK}, {"role": "assistant", "content": "x"}],
                             task=TASK, source="agent", category=category, outcome=outcome,
                             model="/home/me/.punie/models/SmolLM2-135M-Instruct-with-a-long-name"))
     lines = run_narrow(punie_home, "traces", "list")
     assert lines[0].split() == ["id", "created", "source", "category", "outcome", "turns", "calls", "task"]
     # whole values, one line per trace, only the task cut (at the end)
-    assert re.fullmatch(r"2 +\d\d-\d\d \d\d:\d\d +agent +list +success +1 +0 +What does scripts.*…", lines[1])
+    assert re.fullmatch(r"2 +\d\d-\d\d \d\d:\d\d +agent +list +finished +1 +0 +What does scripts.*…", lines[1])
     assert re.fullmatch(r"1 +\d\d-\d\d \d\d:\d\d +agent +search +max_steps +1 +0 +What does scripts.*…",
                         lines[2])
     assert lines[3] == "2 of 2 traces shown."

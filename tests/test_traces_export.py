@@ -27,7 +27,7 @@ def tool_call(name, **arguments):
     return {"type": "function", "function": {"name": name, "arguments": arguments}}
 
 
-def multi_turn(category="read", outcome="success", task="What is in a.txt?"):
+def multi_turn(category="read", outcome="finished", task="What is in a.txt?"):
     return Trace(tools=TOOLS, category=category, outcome=outcome, task=task, messages=[
         {"role": "system", "content": "Be brief."},
         {"role": "user", "content": task},
@@ -39,8 +39,8 @@ def multi_turn(category="read", outcome="success", task="What is in a.txt?"):
     ])
 
 
-def direct(category="answer", task="Hi"):
-    return Trace(tools=TOOLS, category=category, outcome="success", task=task,
+def direct(category="answer", task="Hi", outcome="finished"):
+    return Trace(tools=TOOLS, category=category, outcome=outcome, task=task,
                  messages=[{"role": "user", "content": task}, {"role": "assistant", "content": "Hello!"}])
 
 
@@ -143,7 +143,7 @@ def test_bad_traces_are_reported_not_exported(tmp_path, tokenizer):
     bad_arguments = multi_turn(task="bad arguments")
     bad_arguments.messages[2]["tool_calls"] = [{"type": "function", "function": {"name": "read_file",
                                                                                  "arguments": "{not json"}}]
-    no_answer = Trace(tools=TOOLS, messages=[{"role": "user", "content": "hi"}], outcome="success")
+    no_answer = Trace(tools=TOOLS, messages=[{"role": "user", "content": "hi"}], outcome="finished")
     with TraceStore(tmp_path / "t.sqlite") as store:
         good_ids = [store.add(multi_turn()), store.add(direct())]
         bad_ids = [store.add(t) for t in (undeclared, unparsed, bad_arguments, no_answer)]
@@ -161,17 +161,20 @@ def test_bad_traces_are_reported_not_exported(tmp_path, tokenizer):
     assert [r["trace_id"] for r in manifest["rejected"]] == bad_ids
 
 
-def test_only_successful_and_empty_splits(tmp_path):
+def test_only_passed_and_empty_splits(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (out / "valid.jsonl").write_text("stale\n")
     with TraceStore(tmp_path / "t.sqlite") as store:
-        store.add(multi_turn(outcome="failure"))
-        store.add(direct())
-        report = export_traces(store, out, split=(1.0, 0.0, 0.0), only_successful=True)
+        store.add(multi_turn(outcome="failed"))
+        store.add(multi_turn(outcome="finished"))  # the loop ended; nothing said the job was done
+        store.add(direct(outcome="passed"))
+        report = export_traces(store, out, split=(1.0, 0.0, 0.0), only_passed=True)
         with pytest.raises(DataError, match="no trace"):
             export_traces(store, tmp_path / "none", category="nothing-like-this")
-    assert report.skipped_unsuccessful == 1 and report.examples == {"train": 1, "valid": 0, "test": 0}
+        with pytest.raises(DataError, match="2 skipped as not passed"):
+            export_traces(store, tmp_path / "none", category="read", only_passed=True)
+    assert report.skipped_not_passed == 2 and report.examples == {"train": 1, "valid": 0, "test": 0}
     assert not (out / "valid.jsonl").exists()  # mlx-lm cannot read an empty file; a stale one would mislead
     assert json.loads((out / "train.jsonl").read_text())["messages"][-1]["content"] == "Hello!"
 

@@ -121,7 +121,7 @@ def test_a_continued_conversation_extends_its_trace(proxy):
     assert chat(proxy, follow).json()["choices"][0]["message"]["content"] == "It says A."
     [trace] = list(proxy.store.iter_traces())
     assert [m["role"] for m in trace.messages] == ["user", "assistant", "tool", "assistant"]
-    assert trace.outcome == "success" and len(trace.turns) == 2
+    assert trace.outcome == "finished" and len(trace.turns) == 2
     assert [(c.name, c.arguments, c.result) for c in trace.tool_calls] == [("read_file", {"path": "a.txt"}, "A")]
     # a different conversation starts a new trace
     chat(proxy, [{"role": "user", "content": "Something else"}])

@@ -23,7 +23,7 @@ def _trace(**kw):
                     {"type": "function", "function": {"name": "read_file", "arguments": {"path": "a"}}}]},
                 {"role": "tool", "content": "A"}, {"role": "assistant", "content": "It says A."}]
     return Trace(messages=messages, tools=[{"type": "function", "function": {"name": "read_file"}}],
-                 category="read", model="m", outcome="success",
+                 category="read", model="m", outcome="finished",
                  tool_calls=[ToolCallRecord(1, 0, "read_file", {"path": "a"}, "A", False, 0.01)],
                  turns=[TurnRecord(1, "raw1", 0.5), TurnRecord(3, "raw2", 0.25)], **kw)
 
@@ -55,7 +55,7 @@ def test_upgrade_from_an_older_schema_keeps_the_data(tmp_path):
     assert _tables(path) == {"traces", "_migrations", "sqlite_sequence"}
 
     with TraceStore(path) as store:
-        assert store.migrations() == ["m001_traces", "m002_tool_calls", "m003_turns"]
+        assert store.migrations() == ["m001_traces", "m002_tool_calls", "m003_turns", "m004_outcome_names"]
         old = store.get(1)
         assert old.messages[1]["content"] == "hello" and old.tool_calls == [] and old.turns == []
         new_id = store.add(_trace())
@@ -81,7 +81,7 @@ def test_add_get_roundtrip(tmp_path):
         got = store.get(trace_id)
     assert got.messages == _trace().messages
     assert got.tool_calls == _trace().tool_calls and got.turns == _trace().turns
-    assert (got.category, got.model, got.outcome, got.meta, got.source) == ("read", "m", "success", {"k": 1}, "agent")
+    assert (got.category, got.model, got.outcome, got.meta, got.source) == ("read", "m", "finished", {"k": 1}, "agent")
     assert got.created_at
 
 
@@ -97,12 +97,14 @@ def test_replace_filters_outcome_and_delete(tmp_path):
         assert len(store.get(first).turns) == 1
         assert [t.id for t in store.iter_traces(source="demo")] == [second]
         assert [t.id for t in store.iter_traces(newest_first=True, limit=1)] == [second]
-        store.set_outcome(first, "failure")
-        assert [t.id for t in store.iter_traces(outcome="failure")] == [first]
+        store.set_outcome(first, "failed")
+        assert [t.id for t in store.iter_traces(outcome="failed")] == [first]
         with pytest.raises(DataError, match="not one of"):
             store.set_outcome(first, "great")
+        with pytest.raises(DataError, match="no longer used: mark a trace 'passed' when it did the job"):
+            store.set_outcome(first, "success")
         with pytest.raises(DataError, match="no trace with id 99"):
-            store.set_outcome(99, "failure")
+            store.set_outcome(99, "failed")
         assert store.delete(source="demo") == 1
         assert store.count() == 1
         # the children of a deleted trace go with it
@@ -122,3 +124,19 @@ def test_a_file_that_is_not_sqlite_is_reported(tmp_path):
         TraceStore(bad)
     assert bad.read_text().startswith("this is not a database")
 
+
+
+def test_outcome_names_migration_renames_success_to_finished(tmp_path):
+    """A store written before m004: "success" (the loop ended) becomes "finished", "failure" becomes "failed"."""
+    path = tmp_path / "old.sqlite"
+    db = sqlite3.connect(path)
+    migrate(db, MIGRATIONS[:3])
+    for outcome in ("success", "failure", "max_steps", "success"):
+        db.execute("INSERT INTO traces (created_at, source, outcome, tools_json, messages_json) VALUES "
+                   "('2024-01-01T00:00:00+00:00', 'agent', ?, '[]', '[]')", (outcome,))
+    db.commit()
+    db.close()
+    with TraceStore(path) as store:
+        assert store.migrations()[-1] == "m004_outcome_names"
+        assert [t.outcome for t in store.iter_traces()] == ["finished", "failed", "max_steps", "finished"]
+        assert list(store.iter_traces(outcome="success")) == []

@@ -7,6 +7,7 @@ Every message should name the file, line or value at fault and what to do.
 from __future__ import annotations
 
 import json
+from typing import Any
 
 
 class PunieError(Exception):
@@ -37,3 +38,17 @@ def json_error_text(exc: json.JSONDecodeError, *, line: bool = False) -> str:
     """
     where = f"line {exc.lineno}, column {exc.colno}" if line else f"column {exc.colno}"
     return f"{exc.msg.removesuffix(' at')} at {where}"
+
+
+def validation_problems(exc: Any, *, dashes: bool = False, root: str = "value") -> list[str]:
+    """A pydantic ``ValidationError`` as one "where: what (got value)" per problem.
+
+    ``where`` is the field path (``checks.0.value``; ``root`` for the whole object); ``dashes`` spells it
+    as a command-line option (``max-steps``).
+    """
+    problems = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or root
+        value = f" (got {err['input']!r:.80})" if err["loc"] and "input" in err else ""
+        problems.append(f"{where.replace('_', '-') if dashes else where}: {err['msg']}{value}")
+    return problems

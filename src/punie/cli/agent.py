@@ -30,6 +30,11 @@ def run(
     record: Annotated[bool, typer.Option(help="Store the run in the trace store.")] = True,
     sandbox: Annotated[bool, typer.Option(help="Run commands in the OS sandbox (bubblewrap / sandbox-exec). "
                                                "--no-sandbox runs them unconfined, as your user.")] = True,
+    check_answer_contains: Annotated[list[str] | None, typer.Option(
+        help="Judge the run: the final answer must contain this text (case-insensitive; repeat for several). "
+             "With a check the trace's outcome is passed or failed; without, only finished.")] = None,
+    check_answer_matches: Annotated[list[str] | None, typer.Option(
+        help="Judge the run: this regular expression must match the final answer (repeat for several).")] = None,
 ) -> None:
     """Let the model work on TASK with real tools confined to --workspace."""
     from punie.errors import ConfigError
@@ -44,6 +49,7 @@ def run(
     if ws.sandbox_level == "none":
         err.print("[yellow]Warning:[/] --no-sandbox: run_command runs programs unconfined, as your user.")
     tools = make_tools(ws)
+    judge = _judge(ws.root, check_answer_contains or [], check_answer_matches or [])  # bad checks fail first
     if endpoint:
         engine: Any = ChatCompletionsEngine.at(endpoint, model=model, adapter=str(adapter) if adapter else None,
                                                max_tokens=max_tokens)
@@ -53,7 +59,7 @@ def run(
     store = TraceStore() if record else None
     try:
         result = run_agent(task, engine=engine, tools=tools, max_steps=max_steps, store=store, category=category,
-                           on_message=_print_message)
+                           on_message=_print_message, judge=judge)
     finally:
         if store is not None:
             store.close()
@@ -61,6 +67,20 @@ def run(
             engine.close()
     saved = f"; stored as trace {result.trace.id} ('punie traces show {result.trace.id}')" if record else ""
     out.print(f"[bold]{result.outcome}[/] after {result.steps} steps{saved}")
+    for failed in result.trace.meta.get("failed_checks", []):
+        out.print(f"[red]failed check[/] {failed['type']}: {failed['reason']}", highlight=False)
+
+
+def _judge(root: Path, contains: list[str], matches: list[str]) -> Any:
+    """The run's judge for the --check-... options (None without any)."""
+    from punie.eval.tasks import Episode, check_from_dict, judge
+
+    checks = [check_from_dict({"type": "answer_contains", "value": v}) for v in contains]
+    checks += [check_from_dict({"type": "answer_matches", "pattern": p}) for p in matches]
+    if not checks:
+        return None
+    return judge(checks, lambda result: Episode(answer=result.answer, trace=result.trace,
+                                                parse_errors=list(result.errors), workspace=root, pristine=root))
 
 
 def _print_message(message: dict[str, Any]) -> None:

@@ -21,7 +21,7 @@ _ROLE_STYLE = {"system": "magenta", "user": "bold cyan", "assistant": "bold gree
 def list_traces(
     *,
     limit: Annotated[int, typer.Option(help="Show at most this many (newest first).")] = 30,
-    source: Annotated[str | None, typer.Option(help="Only this source: agent, proxy or demo.")] = None,
+    source: Annotated[str | None, typer.Option(help="Only this source: agent, proxy, demo or eval.")] = None,
     category: Annotated[str | None, typer.Option(help="Only this task category.")] = None,
 ) -> None:
     """Show the newest traces in the store."""
@@ -103,9 +103,10 @@ def _print_message(message: dict[str, Any]) -> None:
 def mark(
     trace_id: Annotated[int, typer.Argument(help="The trace id.")],
     *,
-    outcome: Annotated[str, typer.Option(help="success or failure (also: max_steps, error, incomplete).")],
+    outcome: Annotated[str, typer.Option(help="passed (it did the job) or failed (also: finished, max_steps, "
+                                              "error, incomplete).")],
 ) -> None:
-    """Record your verdict on a trace (export --only-successful keeps 'success')."""
+    """Record your verdict on a trace (export --only-passed keeps 'passed')."""
     from punie.traces.store import TraceStore
 
     with TraceStore() as store:
@@ -119,8 +120,12 @@ def export(
     out_dir: Annotated[Path, typer.Option("--out", help="Directory for train/valid/test.jsonl.")],
     split: Annotated[str, typer.Option(help="train,valid,test fractions.")] = "0.8,0.1,0.1",
     seed: Annotated[int, typer.Option(help="Seed of the split.")] = 42,
-    only_successful: Annotated[bool, typer.Option(help="Only traces whose outcome is 'success'.")] = False,
-    source: Annotated[str | None, typer.Option(help="Only this source: agent, proxy or demo.")] = None,
+    only_passed: Annotated[bool, typer.Option(help="Only traces that passed their checks (outcome 'passed', from "
+                                                   "'punie eval --tasks --record' or 'punie traces mark'); "
+                                                   "'finished' only means the agent stopped.")] = False,
+    only_successful: Annotated[bool, typer.Option(help="Old name of --only-passed, kept as an alias: it now keeps "
+                                                       "'passed' traces, not every one that ended.")] = False,
+    source: Annotated[str | None, typer.Option(help="Only this source: agent, proxy, demo or eval.")] = None,
     category: Annotated[str | None, typer.Option(help="Only this task category.")] = None,
     model: Annotated[str | None, typer.Option(help="Model whose chat template the tool calls are checked "
                                                    "against.")] = None,
@@ -135,7 +140,7 @@ def export(
     fractions = parse_split(split)
     tokenizer = load_tokenizer(model) if check else None
     with TraceStore() as store:
-        report = export_traces(store, out_dir, split=fractions, seed=seed, only_successful=only_successful,
+        report = export_traces(store, out_dir, split=fractions, seed=seed, only_passed=only_passed or only_successful,
                                tokenizer=tokenizer, source=source, category=category)
     _print_export(report)
 
@@ -145,8 +150,8 @@ def _print_export(report: Any) -> None:
     for name, count in report.examples.items():
         table.add_row(name, str(report.traces[name]), str(count), str(report.files.get(name, "(empty, not written)")))
     out.print(table)
-    if report.skipped_unsuccessful:
-        out.print(f"{report.skipped_unsuccessful} traces skipped (outcome not 'success').")
+    if report.skipped_not_passed:
+        out.print(f"{report.skipped_not_passed} traces skipped (outcome not 'passed').")
     for rejected in report.rejected:
         err.print(f"[yellow]not exported:[/] trace {rejected.trace_id}: {rejected.reason}")
     if not report.checked_with_tokenizer:

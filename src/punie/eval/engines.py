@@ -10,6 +10,11 @@ through ``on_result`` as they finish, so an interrupted run keeps what it has.
 * ``server`` (:mod:`punie.eval.http`): one ``punie serve`` process per run.
 * ``endpoint`` (:mod:`punie.eval.http`): any OpenAI-compatible URL, one run.
 
+Agent episodes (``punie eval --tasks``): ``agent_turns(adapter)`` gives a run's
+:class:`TurnSource`, what produces the assistant turns of many conversations. The
+in-process engine generates the turns of every unfinished episode in one batch,
+step by step; the HTTP engines answer one conversation after another.
+
 Timing: the HTTP engines send one request at a time, so each case has a latency
 of its own (``per_case_latency``). The in-process engine generates many cases
 together; a case's wall time there is mostly other cases' work, so it reports
@@ -19,6 +24,7 @@ none, and the run's time and tokens per second stand in for it.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -26,6 +32,7 @@ from typing import Protocol
 from punie.errors import ConfigError
 from punie.eval.outputs import ModelOutput
 from punie.eval.suite import EvalCase
+from punie.traces.agent import CompleteMany
 
 
 @dataclass
@@ -41,6 +48,18 @@ class Generation:
 OnResult = Callable[[int, Generation], None]
 
 
+@dataclass(frozen=True)
+class TurnSource:
+    """The assistant turns of one run's agent episodes: ``complete_many(requests)`` answers each request.
+
+    ``batched``: every unfinished episode steps together, its turns generated in one batch (so a
+    turn's time is shared); otherwise the episodes run one after another, each turn timed alone.
+    """
+
+    complete_many: CompleteMany
+    batched: bool
+
+
 class Engine(Protocol):
     name: str
     per_case_latency: bool  # True when each Generation.latency_s is that case's own wall time
@@ -50,6 +69,9 @@ class Engine(Protocol):
 
     def generate(self, adapter: Path | None, cases: list[EvalCase], on_result: OnResult) -> None:
         """Answer every case (greedy unless the options sample); ``on_result(index, generation)`` as each finishes."""
+
+    def agent_turns(self, adapter: Path | None, *, batched: bool = True) -> AbstractContextManager[TurnSource]:
+        """The turn source for one run of agent episodes (``batched`` is a request; HTTP engines go one by one)."""
 
     def close(self) -> None:
         """Release models, servers and connections."""

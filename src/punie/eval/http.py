@@ -11,15 +11,22 @@ so each case's latency is its own request's wall time.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from punie.errors import ConfigError
-from punie.eval.engines import EngineOptions, Generation, OnResult
+from punie.eval.engines import EngineOptions, Generation, OnResult, TurnSource
 from punie.eval.outputs import ModelOutput
 from punie.eval.suite import EvalCase
-from punie.serve.client import EndpointHTTPError, EndpointReplyError, OpenAIClient, assistant_message
+from punie.serve.client import (
+    EndpointHTTPError,
+    EndpointReplyError,
+    OpenAIClient,
+    assistant_message,
+    completion_tokens,
+)
 
 Chat = Callable[..., dict[str, Any]]  # OpenAIClient.chat or ServerProcess.chat
 
@@ -41,13 +48,7 @@ def answer_cases(chat: Chat, url: str, cases: list[EvalCase], options: EngineOpt
             on_result(i, Generation(ModelOutput.from_text(""), time.perf_counter() - tic, error=str(exc)))
             continue
         latency = time.perf_counter() - tic
-        on_result(i, Generation(ModelOutput.from_message(message), latency, tokens=_completion_tokens(response)))
-
-
-def _completion_tokens(response: dict[str, Any]) -> int | None:
-    usage = response.get("usage")
-    tokens = usage.get("completion_tokens") if isinstance(usage, dict) else None
-    return tokens if isinstance(tokens, int) else None
+        on_result(i, Generation(ModelOutput.from_message(message), latency, tokens=completion_tokens(response)))
 
 
 class EndpointEngine:
@@ -68,6 +69,13 @@ class EndpointEngine:
 
     def generate(self, adapter: Path | None, cases: list[EvalCase], on_result: OnResult) -> None:
         answer_cases(self.client.chat, self.client.url, cases, self.options, on_result)
+
+    @contextmanager
+    def agent_turns(self, adapter: Path | None, *, batched: bool = True) -> Iterator[TurnSource]:
+        from punie.traces.agent import ChatCompletionsEngine, one_at_a_time
+
+        yield TurnSource(one_at_a_time(ChatCompletionsEngine(self.client, max_tokens=self.options.max_tokens)),
+                         batched=False)
 
     def close(self) -> None:
         self.client.close()
@@ -91,6 +99,16 @@ class ServerEngine:
         with ServerProcess(model=self.options.model, adapter=adapter, port="auto") as server:
             # ServerProcess.chat turns a failure of a server that died into an error naming its log.
             answer_cases(server.chat, server.url, cases, self.options, on_result)
+
+    @contextmanager
+    def agent_turns(self, adapter: Path | None, *, batched: bool = True) -> Iterator[TurnSource]:
+        from punie.serve import ServerProcess
+        from punie.traces.agent import ChatCompletionsEngine, one_at_a_time
+
+        with ServerProcess(model=self.options.model, adapter=adapter, port="auto") as server, \
+                OpenAIClient(server.url, timeout_s=self.options.timeout_s) as client:
+            engine = ChatCompletionsEngine(client, max_tokens=self.options.max_tokens, chat=server.chat)
+            yield TurnSource(one_at_a_time(engine), batched=False)
 
     def close(self) -> None:
         pass

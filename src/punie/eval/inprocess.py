@@ -12,13 +12,16 @@ from a seeded RNG (``punie improve`` draws several drafts per case this way).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from punie.errors import ModelError
-from punie.eval.engines import EngineOptions, Generation, OnResult
+from punie.eval.engines import EngineOptions, Generation, OnResult, TurnSource
 from punie.eval.outputs import ModelOutput
 from punie.eval.suite import EvalCase
+from punie.traces.agent import Completion, Request
 
 ADAPTER_LEAVES = ("lora_a", "lora_b")
 
@@ -60,6 +63,7 @@ class InProcessEngine:
         self.tokenizer: Any = None
         self._base_params: list[tuple[str, Any]] = []
         self._active: Path | None = None
+        self._turn_sampler: Any = None
 
     def prepare(self, adapters: list[Path]) -> None:
         from mlx.utils import tree_flatten
@@ -92,27 +96,71 @@ class InProcessEngine:
         self.model.eval()
 
     def encode(self, case: EvalCase) -> list[int]:
+        return self.encode_messages(case.messages, case.tools)
+
+    def encode_messages(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None) -> list[int]:
         from punie.chat.template import render
 
-        text = render(self.tokenizer, case.messages, case.tools, add_generation_prompt=True)
+        text = render(self.tokenizer, messages, tools, add_generation_prompt=True)
         tokens: list[int] = self.tokenizer.encode(text, add_special_tokens=False)
         return tokens
 
-    def generate(self, adapter: Path | None, cases: list[EvalCase], on_result: OnResult) -> None:
+    def _sampler(self) -> Any:
+        """mlx-lm's sampler for the options, freshly seeded; None (greedy) at temperature 0."""
         import mlx.core as mx
         from mlx_lm.sample_utils import make_sampler
 
+        if self.options.temperature <= 0:
+            return None
+        mx.random.seed(self.options.seed)
+        return make_sampler(temp=self.options.temperature, top_p=self.options.top_p)
+
+    def generate(self, adapter: Path | None, cases: list[EvalCase], on_result: OnResult) -> None:
         self.use_adapter(adapter)
         prompts = [self.encode(case) for case in cases]
-        sampler = None
-        if self.options.temperature > 0:
-            mx.random.seed(self.options.seed)
-            sampler = make_sampler(temp=self.options.temperature, top_p=self.options.top_p)
         for index, text, tokens in generate_batched(self.model, self.tokenizer, prompts,
                                                     max_tokens=self.options.max_tokens,
-                                                    batch_size=self.options.batch_size, sampler=sampler):
+                                                    batch_size=self.options.batch_size, sampler=self._sampler()):
             # No latency: batched cases share every step, so one case's wall time is not its own.
             on_result(index, Generation(ModelOutput.from_text(text), None, tokens=tokens))
+
+    @contextmanager
+    def agent_turns(self, adapter: Path | None, *, batched: bool = True) -> Iterator[TurnSource]:
+        """Turns for agent episodes on the base or ``adapter``: every request of a step in one batched
+        generation (``batched``), or each alone with ``mlx_lm.stream_generate``, as ``punie agent run`` does."""
+        self.use_adapter(adapter)
+        self._turn_sampler = self._sampler()
+        yield TurnSource(self.complete_batched if batched else self.complete_each, batched=batched)
+
+    def complete_batched(self, requests: list[Request]) -> list[Completion]:
+        """The next assistant turn of every request, generated together (continuous batching, shared prefixes)."""
+        from punie.chat.toolcalls import parse_text
+
+        prompts = [self.encode_messages(messages, tools) for messages, tools in requests]
+        turns: dict[int, Completion] = {}
+        for index, text, tokens in generate_batched(self.model, self.tokenizer, prompts,
+                                                    max_tokens=self.options.max_tokens,
+                                                    batch_size=self.options.batch_size,
+                                                    sampler=self._turn_sampler):
+            turns[index] = Completion(parse_text(text), text, tokens=tokens)
+        return [turns[i] for i in range(len(prompts))]
+
+    def complete_each(self, requests: list[Request]) -> list[Completion]:
+        """The next assistant turn of each request, one generation after another."""
+        from mlx_lm import stream_generate
+
+        from punie.chat.toolcalls import parse_text
+
+        turns = []
+        for messages, tools in requests:
+            text, tokens = "", 0
+            for response in stream_generate(self.model, self.tokenizer, self.encode_messages(messages, tools),
+                                            max_tokens=self.options.max_tokens,
+                                            sampler=self._turn_sampler):
+                text += response.text
+                tokens = response.generation_tokens  # counts the stop token, as generate_batched does
+            turns.append(Completion(parse_text(text), text, tokens=tokens))
+        return turns
 
     def close(self) -> None:
         self.model = None

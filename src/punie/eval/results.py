@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from punie import fileio
 from punie.errors import DataError, json_error_text
@@ -100,8 +101,24 @@ def _as_score(case: CaseResult) -> Any:
     return Score(case.passed, case.score, case.reason, case.details)
 
 
-def compare(baseline: RunResult, run: RunResult) -> dict[str, Any]:
-    """Paired comparison of ``run`` against ``baseline`` on the cases both finished."""
+class _Scored(Protocol):
+    id: str
+    category: str
+    passed: bool
+
+
+class ScoredRun(Protocol):
+    """A run of pass/fail items keyed by id: an eval run's cases, or a task run's episodes."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def cases(self) -> Sequence[_Scored]: ...
+
+
+def compare(baseline: ScoredRun, run: ScoredRun) -> dict[str, Any]:
+    """Paired comparison of ``run`` against ``baseline`` on the cases (tasks) both finished."""
     old = {c.id: c for c in baseline.cases}
     pairs = [(old[c.id], c) for c in run.cases if c.id in old]
     table = stats.PairedTable.from_pairs([o.passed for o, _ in pairs], [n.passed for _, n in pairs])
@@ -198,6 +215,15 @@ class EvalResults:
         path = Path(out_dir) / "results.json"
         fileio.write_json(path, self.to_dict())
         return path
+
+    def finish(self, out_dir: Path, on_written: Callable[[Path], object] | None = None) -> None:
+        """Put each run's cases in suite order, write results.json and tell ``on_written``."""
+        order = {c.id: i for i, c in enumerate(self.cases)}
+        for run in self.runs:
+            run.cases.sort(key=lambda c: order[c.id])
+        self.write(out_dir)
+        if on_written is not None:
+            on_written(out_dir)
 
 
 def read_results(out_dir: Path) -> dict[str, Any]:

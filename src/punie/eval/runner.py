@@ -13,11 +13,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Protocol
 
 from punie import paths
 from punie.errors import ConfigError, PunieError
 from punie.eval import compat
-from punie.eval.engines import EngineOptions, Generation, make_engine
+from punie.eval.engines import Engine, EngineOptions, Generation, make_engine
 from punie.eval.results import BASELINE, CaseResult, EvalResults, RunResult
 from punie.eval.scorers import SCORERS
 from punie.eval.suite import EvalCase, load_suite
@@ -55,6 +56,43 @@ def run_eval(suite_path: Path | str, model: str | None = None, adapters: Sequenc
     adapter on a base model other than the one it records (``results.warnings`` says so).
     """
     suite = load_suite(suite_path)
+    plan = plan_eval(model=model, adapters=adapters, engine=engine, endpoint=endpoint, max_tokens=max_tokens,
+                     out_dir=out_dir, force=force)
+    plan.out.mkdir(parents=True, exist_ok=True)
+    runner = make_engine(plan.engine, EngineOptions(model=model, max_tokens=max_tokens, batch_size=batch_size,
+                                                    endpoint=endpoint))
+    results = EvalResults(suite_path=str(Path(suite_path)), suite_sha256=suite.sha256,
+                          model=endpoint or plan.base_name, engine=plan.engine, max_tokens=max_tokens,
+                          cases=suite.cases, timing="per_case" if runner.per_case_latency else "batched",
+                          batch_size=None if runner.per_case_latency else batch_size,
+                          created=datetime.now(UTC).isoformat(timespec="seconds"), out_dir=plan.out,
+                          warnings=plan.warnings)
+
+    def one_run(index: int, name: str, adapter: Path | None) -> None:
+        run = RunResult(name=name, adapter=str(adapter) if adapter else None, metrics_path=metrics_path(adapter))
+        results.runs.append(run)
+        _one_run(runner, run, suite.cases, index, len(plan.runs), progress)
+
+    execute_runs(runner, plan, results, one_run, on_written)
+    return results
+
+
+@dataclass(frozen=True)
+class EvalPlan:
+    """What an eval will do, settled (and refused when wrong) before any model loads."""
+
+    engine: str
+    adapters: list[Path]
+    out: Path
+    base_name: str
+    base_dir: Path | None
+    warnings: list[str]
+    runs: list[tuple[str, Path | None]]  # (name, adapter); the baseline (adapter None) first
+
+
+def plan_eval(*, model: str | None, adapters: Sequence[Path | str], engine: str, endpoint: str | None,
+              max_tokens: int, out_dir: Path | str | None, force: bool) -> EvalPlan:
+    """Check the options, the output directory and every adapter against the base model; name the runs."""
     if max_tokens < 1:
         raise ConfigError(f"--max-tokens must be at least 1, got {max_tokens}.")
     if endpoint and engine == "inprocess":
@@ -70,36 +108,39 @@ def run_eval(suite_path: Path | str, model: str | None = None, adapters: Sequenc
     base_name, base_dir = _base_model(model, engine)
     warnings = [w for adapter in adapter_paths
                 for w in compat.check_adapter_matches(adapter, base_dir, base_name, force=force)]
-    out.mkdir(parents=True, exist_ok=True)
+    runs: list[tuple[str, Path | None]] = [(BASELINE if engine != "endpoint" else "endpoint", None)]
+    runs += list(zip(run_names(adapter_paths), adapter_paths, strict=True))
+    return EvalPlan(engine, adapter_paths, out, base_name, base_dir, warnings, runs)
 
-    runner = make_engine(engine, EngineOptions(model=model, max_tokens=max_tokens, batch_size=batch_size,
-                                               endpoint=endpoint))
-    results = EvalResults(suite_path=str(Path(suite_path)), suite_sha256=suite.sha256,
-                          model=endpoint or base_name, engine=engine, max_tokens=max_tokens, cases=suite.cases,
-                          timing="per_case" if runner.per_case_latency else "batched",
-                          batch_size=None if runner.per_case_latency else batch_size,
-                          created=datetime.now(UTC).isoformat(timespec="seconds"), out_dir=out, warnings=warnings)
-    specs: list[tuple[str, Path | None]] = [(BASELINE if engine != "endpoint" else "endpoint", None)]
-    specs += list(zip(_run_names(adapter_paths), adapter_paths, strict=True))
+
+class _Results(Protocol):
+    interrupted: bool
+    error: str | None
+
+    def write(self, out_dir: Path) -> Path: ...
+
+    def finish(self, out_dir: Path, on_written: Callable[[Path], object] | None) -> None: ...
+
+
+def execute_runs(runner: Engine, plan: EvalPlan, results: _Results, one_run: Callable[[int, str, Path | None], None],
+                 on_written: Callable[[Path], object] | None) -> None:
+    """Prepare the engine (every adapter loads before anything runs), then each run in turn, results
+    written after each. Ctrl-C keeps what finished; an engine error keeps it too, then propagates."""
     try:
-        runner.prepare(adapter_paths)
-        for index, (name, run_adapter) in enumerate(specs):
-            run = RunResult(name=name, adapter=str(run_adapter) if run_adapter else None,
-                            metrics_path=_metrics_path(run_adapter))
-            results.runs.append(run)
-            _one_run(runner, run, suite.cases, index, len(specs), progress)
-            results.write(out)
+        runner.prepare(plan.adapters)
+        for index, (name, adapter) in enumerate(plan.runs):
+            one_run(index, name, adapter)
+            results.write(plan.out)
     except KeyboardInterrupt:
         results.interrupted = True
     except PunieError as exc:
         # A server that died mid-run: keep what finished, then report the error.
         results.interrupted, results.error = True, str(exc)
-        _finish(results, out, on_written)
+        results.finish(plan.out, on_written)
         raise
     finally:
         runner.close()
-    _finish(results, out, on_written)
-    return results
+    results.finish(plan.out, on_written)
 
 
 def _output_dir(out_dir: Path | str | None, *, force: bool) -> Path:
@@ -119,16 +160,6 @@ def _output_dir(out_dir: Path | str | None, *, force: bool) -> Path:
         raise ConfigError(f"--out {out} already holds {' and '.join(held)} from another eval; pass --force to "
                           "replace them, or choose another --out.")
     return out
-
-
-def _finish(results: EvalResults, out: Path, on_written: Callable[[Path], object] | None) -> None:
-    """Put each run's cases in suite order, write results.json and tell ``on_written``."""
-    order = {c.id: i for i, c in enumerate(results.cases)}
-    for run in results.runs:
-        run.cases.sort(key=lambda c: order[c.id])
-    results.write(out)
-    if on_written is not None:
-        on_written(out)
 
 
 def _one_run(runner, run: RunResult, cases: list[EvalCase], index: int, runs: int,
@@ -175,7 +206,7 @@ def _base_model(model: str | None, engine: str) -> tuple[str, Path | None]:
     return (model or "default") if model in (None, "default") else resolved, path if path.is_dir() else None
 
 
-def _run_names(adapters: list[Path]) -> list[str]:
+def run_names(adapters: list[Path]) -> list[str]:
     names: list[str] = []
     for adapter in adapters:
         name = adapter.resolve().name or str(adapter)
@@ -187,7 +218,7 @@ def _run_names(adapters: list[Path]) -> list[str]:
     return names
 
 
-def _metrics_path(adapter: Path | None) -> str | None:
+def metrics_path(adapter: Path | None) -> str | None:
     if adapter is None:
         return None
     from punie.training.rundir import RunDir

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from punie.errors import DataError, json_error_text
 
@@ -57,36 +58,61 @@ class Suite:
 def load_suite(path: Path | str) -> Suite:
     """Read and check every line of a suite; errors name the file and line."""
     path = Path(path)
+    cases, sha256 = read_jsonl(path, parse_case, kind="suite", item="case")
+    categories = sorted({c.category for c in cases})
+    return Suite(path=path, cases=cases, sha256=sha256, categories=categories)
+
+
+class _Identified(Protocol):
+    @property
+    def id(self) -> str: ...
+
+
+Item = TypeVar("Item", bound=_Identified)
+
+
+def read_jsonl(path: Path, parse: Callable[..., Item], *, kind: str, item: str) -> tuple[list[Item], str]:
+    """Every non-blank line of the JSONL file ``path`` parsed by ``parse(text, where=..., line=...)``,
+    and the file's sha256.
+
+    ``where`` is ``file:line``, the prefix of every error ``parse`` raises; ids must be unique. ``kind``
+    and ``item`` name the file and its lines in messages ("suite"/"case", "task suite"/"task").
+    """
     if not path.is_file():
-        raise DataError(f"suite {path} does not exist (expected a JSONL file, one case per line).")
+        raise DataError(f"{kind} {path} does not exist (expected a JSONL file, one {item} per line).")
     raw = path.read_bytes()
-    cases: list[EvalCase] = []
+    items: list[Item] = []
     seen: dict[str, int] = {}
     for lineno, line in enumerate(raw.decode("utf-8", errors="replace").splitlines(), start=1):
         if not line.strip():
             continue
-        case = parse_case(line, where=f"{path}:{lineno}", line=lineno)
-        if case.id in seen:
-            raise DataError(f"{path}:{lineno}: duplicate case id {case.id!r} (first used on line {seen[case.id]}); "
-                            "give every case its own id.")
-        seen[case.id] = lineno
-        cases.append(case)
-    if not cases:
-        raise DataError(f"suite {path} has no cases; add one JSON object per line.")
-    categories = sorted({c.category for c in cases})
-    return Suite(path=path, cases=cases, sha256=hashlib.sha256(raw).hexdigest(), categories=categories)
+        parsed = parse(line, where=f"{path}:{lineno}", line=lineno)
+        if parsed.id in seen:
+            raise DataError(f"{path}:{lineno}: duplicate {item} id {parsed.id!r} (first used on line "
+                            f"{seen[parsed.id]}); give every {item} its own id.")
+        seen[parsed.id] = lineno
+        items.append(parsed)
+    if not items:
+        raise DataError(f"{kind} {path} has no {item}s; add one JSON object per line.")
+    return items, hashlib.sha256(raw).hexdigest()
 
 
-def parse_case(text: str, *, where: str = "<case>", line: int = 0) -> EvalCase:
-    """One case from one JSON line; ``where`` prefixes error messages."""
-    from punie.eval.scorers import SCORERS
-
+def json_object(text: str, where: str) -> dict[str, Any]:
+    """One line's JSON object; ``where`` prefixes the error when it is not one."""
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as exc:
         raise DataError(f"{where}: not valid JSON ({json_error_text(exc)}).") from exc
     if not isinstance(obj, dict):
         raise DataError(f"{where}: expected a JSON object per line, got {type(obj).__name__}.")
+    return obj
+
+
+def parse_case(text: str, *, where: str = "<case>", line: int = 0) -> EvalCase:
+    """One case from one JSON line; ``where`` prefixes error messages."""
+    from punie.eval.scorers import SCORERS
+
+    obj = json_object(text, where)
     unknown = sorted(set(obj) - _KEYS)
     if unknown:
         raise DataError(f"{where}: unknown field(s) {unknown}; a case has {sorted(_KEYS)}.")

@@ -21,9 +21,16 @@ TEMPLATE = "report.html.j2"
 
 
 def write_report(out_dir: Path | str) -> Path:
-    """Render ``out_dir/results.json`` into ``out_dir/report.html``; return the page's path."""
+    """Render ``out_dir/results.json`` (an eval suite's or a task suite's) into ``out_dir/report.html``;
+    return the page's path."""
     out = Path(out_dir)
-    html = render_report(read_results(out))
+    results = read_results(out)
+    if results.get("kind") == "tasks":
+        from punie.report.task_report import render_task_report
+
+        html = render_task_report(results)
+    else:
+        html = render_report(results)
     path = out / "report.html"
     fileio.write_text(path, html)
     return path
@@ -41,17 +48,17 @@ def build_context(results: dict[str, Any]) -> dict[str, Any]:
         "title": f"punie eval: {Path(results['suite']['path']).name}",
         "meta": {k: results.get(k) for k in ("created", "model", "engine", "max_tokens", "interrupted", "error")}
         | {"suite": results["suite"]["path"], "n_cases": results["suite"]["cases"]},
-        "cards": [_card(run, comparisons.get(run["name"])) | {"timing": _run_timing(run, results, batched)}
+        "cards": [run_card(run, comparisons.get(run["name"])) | {"timing": _run_timing(run, results, batched)}
                   for run in runs],
         "run_names": [run["name"] for run in runs],
-        "categories": _category_rows(runs, comparisons),
+        "categories": category_rows(runs, comparisons),
         "scorer_notes": _scorer_notes(runs),
         "cases": _case_rows(results, batched),
-        "curves": [c for c in (_loss_curve(run) for run in runs) if c],
+        "curves": [c for c in (loss_curve(run) for run in runs) if c],
     }
 
 
-def _pct(x: float | None) -> str:
+def pct(x: float | None) -> str:
     return "–" if x is None else f"{100 * x:.1f}%"
 
 
@@ -59,12 +66,12 @@ def _pp(x: float) -> str:
     return f"{100 * x:+.1f} pp"
 
 
-def _card(run: dict[str, Any], comp: dict[str, Any] | None) -> dict[str, Any]:
+def run_card(run: dict[str, Any], comp: dict[str, Any] | None) -> dict[str, Any]:
     summary = run["summary"]
-    card = {"name": run["name"], "adapter": run.get("adapter"), "accuracy": _pct(summary["accuracy"]),
+    card = {"name": run["name"], "adapter": run.get("adapter"), "accuracy": pct(summary["accuracy"]),
             "detail": f"{summary['passed']}/{summary['n']} passed"
             + ("" if summary.get("complete", True) else f" (interrupted, {summary['n_suite']} in suite)"),
-            "comparison": None}
+            "extra": [], "comparison": None}
     if comp:
         lo, hi = comp["ci95"]
         card["comparison"] = {
@@ -90,7 +97,7 @@ def _delta_css(delta: float, p_value: float) -> str:
     return f"{'up' if delta > 0 else 'down'} {strength}"
 
 
-def _category_rows(runs: list[dict[str, Any]], comparisons: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+def category_rows(runs: list[dict[str, Any]], comparisons: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     categories = sorted({cat for run in runs for cat in run["summary"]["by_category"]})
     rows = []
     for cat in categories:
@@ -98,7 +105,7 @@ def _category_rows(runs: list[dict[str, Any]], comparisons: dict[str, dict[str, 
         for run in runs:
             stats = run["summary"]["by_category"].get(cat)
             comp = comparisons.get(run["name"], {}).get("by_category", {}).get(cat)
-            cell = {"accuracy": _pct(stats["accuracy"]) if stats else "–", "n": stats["n"] if stats else 0,
+            cell = {"accuracy": pct(stats["accuracy"]) if stats else "–", "n": stats["n"] if stats else 0,
                     "delta": None, "css": ""}
             if comp:
                 cell["delta"] = _pp(comp["delta"])
@@ -123,7 +130,7 @@ def _fmt_metric(value: Any) -> str:
     if value is None:
         return "–"
     if isinstance(value, float):
-        return _pct(value)
+        return pct(value)
     if isinstance(value, dict):
         return ", ".join(f"{k}: {_fmt_metric(v)}" for k, v in value.items())
     return str(value)
@@ -196,7 +203,7 @@ def read_metrics(path: Path) -> dict[str, list[tuple[float, float]]]:
     return rundir.loss_series(rundir.read_metrics_file(path, lenient=True))
 
 
-def _loss_curve(run: dict[str, Any]) -> dict[str, Any] | None:
+def loss_curve(run: dict[str, Any]) -> dict[str, Any] | None:
     path = run.get("metrics_path")
     if not path or not Path(path).is_file():
         return None

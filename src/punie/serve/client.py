@@ -182,6 +182,13 @@ def assistant_message(response: dict[str, Any], url: str) -> dict[str, Any]:
     return message
 
 
+def completion_tokens(response: dict[str, Any]) -> int | None:
+    """``usage.completion_tokens`` of a chat-completions response, when the server reports it."""
+    usage = response.get("usage")
+    tokens = usage.get("completion_tokens") if isinstance(usage, dict) else None
+    return tokens if isinstance(tokens, int) else None
+
+
 def chat_completion(url: str, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None, *,
                     max_tokens: int = 256, temperature: float = 0.0, timeout: float = 300.0,
                     **extra: Any) -> dict[str, Any]:

@@ -29,7 +29,7 @@ from punie.data.dedupe import record_keys
 from punie.data.split import SPLIT_NAMES as SPLITS
 from punie.data.split import check_ratios, parse_ratios, split_groups
 from punie.errors import DataError
-from punie.traces.store import SUCCESS, Trace, TraceStore
+from punie.traces.store import PASSED, Trace, TraceStore
 
 _UNCATEGORIZED = ""
 
@@ -48,7 +48,7 @@ class ExportReport:
     examples: dict[str, int] = field(default_factory=dict)
     categories: dict[str, dict[str, int]] = field(default_factory=dict)
     rejected: list[Rejected] = field(default_factory=list)
-    skipped_unsuccessful: int = 0
+    skipped_not_passed: int = 0  # left out by only_passed
     checked_with_tokenizer: bool = False
 
 
@@ -149,16 +149,20 @@ def _duplicate_groups(traces: list[Trace]) -> list[list[int]]:
 
 
 def export_traces(store: TraceStore, out_dir: Path | str, *, split: tuple[float, ...] = (0.8, 0.1, 0.1),
-                  seed: int = 42, only_successful: bool = False, tokenizer: Any = None, source: str | None = None,
+                  seed: int = 42, only_passed: bool = False, tokenizer: Any = None, source: str | None = None,
                   category: str | None = None, ids: list[int] | None = None) -> ExportReport:
-    """Write train/valid/test.jsonl (and export.json, a manifest) from the store into ``out_dir``."""
+    """Write train/valid/test.jsonl (and export.json, a manifest) from the store into ``out_dir``.
+
+    ``only_passed`` keeps the traces whose outcome is ``passed``: episodes that passed their checks
+    (or that a human marked so), not the ones that merely ``finished``.
+    """
     split = _three(split)
     out_dir = Path(out_dir)
     report = ExportReport(out_dir=out_dir, checked_with_tokenizer=tokenizer is not None)
     usable = []
     for trace in store.iter_traces(source=source, category=category, ids=ids, with_children=False):
-        if only_successful and trace.outcome != SUCCESS:
-            report.skipped_unsuccessful += 1
+        if only_passed and trace.outcome != PASSED:
+            report.skipped_not_passed += 1
             continue
         problems = trace_problems(trace, tokenizer)
         if problems:
@@ -166,8 +170,8 @@ def export_traces(store: TraceStore, out_dir: Path | str, *, split: tuple[float,
         else:
             usable.append(trace)
     if not usable:
-        raise DataError(f"no trace in {store.path} can be exported (matching: {report.skipped_unsuccessful} "
-                        f"skipped as unsuccessful, {len(report.rejected)} rejected). See 'punie traces list'.")
+        raise DataError(f"no trace in {store.path} can be exported (matching: {report.skipped_not_passed} "
+                        f"skipped as not passed, {len(report.rejected)} rejected). See 'punie traces list'.")
     for name, traces in assign_splits(usable, split, seed).items():
         examples = [ex for trace in traces for ex in expand(trace)]
         random.Random(f"{seed}:{name}").shuffle(examples)  # mix categories within the file
@@ -176,7 +180,7 @@ def export_traces(store: TraceStore, out_dir: Path | str, *, split: tuple[float,
             counts = report.categories.setdefault(ex.get("category", _UNCATEGORIZED), dict.fromkeys(SPLITS, 0))
             counts[name] += 1
         _write_split(report, name, examples)
-    fileio.write_json(out_dir / "export.json", _manifest(report, split, seed, only_successful, source))
+    fileio.write_json(out_dir / "export.json", _manifest(report, split, seed, only_passed, source))
     return report
 
 
@@ -190,10 +194,13 @@ def _write_split(report: ExportReport, name: str, examples: list[dict[str, Any]]
     report.files[name] = path
 
 
-def _manifest(report: ExportReport, split: tuple[float, float, float], seed: int, only_successful: bool,
+def _manifest(report: ExportReport, split: tuple[float, float, float], seed: int, only_passed: bool,
               source: str | None) -> dict[str, Any]:
-    return {"split": list(split), "seed": seed, "only_successful": only_successful, "source": source,
+    # The key names predate the passed/finished outcomes ("only_successful" holds only_passed): the committed
+    # demo manifest (data/agent/export.json) is compared byte for byte with the generator's output, so they
+    # change when that data is next regenerated.
+    return {"split": list(split), "seed": seed, "only_successful": only_passed, "source": source,
             "checked_with_tokenizer": report.checked_with_tokenizer, "traces": report.traces,
             "examples": report.examples, "categories": dict(sorted(report.categories.items())),
-            "skipped_unsuccessful": report.skipped_unsuccessful,
+            "skipped_unsuccessful": report.skipped_not_passed,
             "rejected": [{"trace_id": r.trace_id, "reason": r.reason} for r in report.rejected]}

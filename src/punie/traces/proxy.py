@@ -25,7 +25,7 @@ from typing import Any
 
 from punie.serve.client import EndpointError, OpenAIClient, api_url
 from punie.traces.messages import normalize_message, normalize_messages
-from punie.traces.store import SUCCESS, ToolCallRecord, Trace, TraceStore, TurnRecord
+from punie.traces.store import FINISHED, INCOMPLETE, ToolCallRecord, Trace, TraceStore, TurnRecord
 
 _HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailers",
                          "transfer-encoding", "upgrade", "host", "content-length", "content-encoding"})
@@ -88,7 +88,7 @@ class RecordingProxy:
                 trace = Trace(messages=messages, tools=tools, source="proxy", task=task, category=self.category,
                               model=request.get("model"), duration_s=0.0, meta={"upstream": self.upstream})
             trace.messages = messages
-            trace.outcome = "incomplete" if answer.get("tool_calls") else SUCCESS
+            trace.outcome = INCOMPLETE if answer.get("tool_calls") else FINISHED
             trace.duration_s = (trace.duration_s or 0.0) + duration_s
             trace.turns.append(TurnRecord(len(asked), json.dumps(reply, ensure_ascii=False), duration_s))
             trace.tool_calls = tool_call_records(messages)

@@ -24,10 +24,19 @@ from typing import Any
 from punie import paths
 from punie.errors import DataError
 
-# Outcomes punie writes. "success": the agent ended with a final answer (punie does
-# not judge whether the answer is right; `punie traces mark` records a human verdict).
-SUCCESS = "success"
-OUTCOMES = (SUCCESS, "failure", "max_steps", "error", "incomplete", "unknown")
+# Outcomes punie writes. An episode scored by checks (punie eval --tasks, punie agent run --check-...)
+# "passed" or "failed" them (the failed checks are in meta["failed_checks"]); one without checks that
+# ended with a final answer is only "finished": nothing said whether the job was done.
+# `punie traces mark` records a human verdict with the same names.
+PASSED = "passed"
+FAILED = "failed"
+FINISHED = "finished"
+MAX_STEPS = "max_steps"
+ERROR = "error"
+INCOMPLETE = "incomplete"
+OUTCOMES = (PASSED, FAILED, FINISHED, MAX_STEPS, ERROR, INCOMPLETE, "unknown")
+# Names punie wrote before m004_outcome_names; "success" meant only that the loop ended.
+RENAMED_OUTCOMES = {"success": FINISHED, "failure": FAILED}
 
 
 def m001_traces(db: sqlite3.Connection) -> None:
@@ -75,7 +84,15 @@ def m003_turns(db: sqlite3.Connection) -> None:
         )""")
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [m001_traces, m002_tool_calls, m003_turns]
+def m004_outcome_names(db: sqlite3.Connection) -> None:
+    # "success" was written whenever the loop ended with an answer, judged or not: it becomes "finished".
+    # "failure" (only ever a human verdict) becomes "failed", the name checks use.
+    for old, new in RENAMED_OUTCOMES.items():
+        db.execute("UPDATE traces SET outcome = ? WHERE outcome = ?", (new, old))
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [m001_traces, m002_tool_calls, m003_turns,
+                                                          m004_outcome_names]
 
 
 def migrate(db: sqlite3.Connection, migrations: list[Callable[[sqlite3.Connection], None]] | None = None) -> list[str]:
@@ -246,6 +263,9 @@ class TraceStore:
         trace.turns = [TurnRecord(r[0], r[1], r[2]) for r in rows]
 
     def set_outcome(self, trace_id: int, outcome: str) -> None:
+        if outcome in RENAMED_OUTCOMES:
+            raise DataError(f"outcome {outcome!r} is no longer used: mark a trace 'passed' when it did the job, "
+                            f"'failed' when it did not ('finished' only says the agent ended with an answer)")
         if outcome not in OUTCOMES:
             raise DataError(f"outcome {outcome!r} is not one of {', '.join(OUTCOMES)}")
         with self._lock, self._db:

@@ -184,7 +184,23 @@ def search(ws: Workspace, pattern: str, path: str = ".") -> str:
     return "\n".join(hits) if hits else f"No matches for {pattern!r}."
 
 
-def run_command(ws: Workspace, command: str) -> str:
+@dataclass(frozen=True)
+class CommandOutput:
+    """What one command printed (stdout and stderr together), as the model sees it: the workspace's
+    absolute path shown as ``.``, cut after ``max_output_chars`` (``total_bytes`` says how much there was)."""
+
+    exit_code: int
+    text: str
+    total_bytes: int
+    truncated: bool
+
+
+def execute(ws: Workspace, command: str) -> CommandOutput:
+    """Run one allowlisted command in the workspace's OS sandbox; ToolError when it cannot run or times out.
+
+    ``run_command`` shows its result to the model; checks that compare an answer with a command's
+    real output run the command here too, so both see the same text.
+    """
     argv = _command_argv(ws, command)
     if ws.sandbox_level is None:
         raise ToolError(os_sandbox.UNAVAILABLE)
@@ -201,9 +217,14 @@ def run_command(ws: Workspace, command: str) -> str:
         raise ToolError(f"{command!r} timed out after {ws.timeout_s:g} s and was stopped")
     # Absolute paths of the workspace would leak into the model's context; show them relative.
     text = raw.decode("utf-8", errors="replace").replace(str(ws.root), ".")
-    if len(text) > ws.max_output_chars or size > len(raw):
-        text = text[: ws.max_output_chars] + f"\n[output truncated: {size} bytes in total]"
-    return f"exit code: {code}\n{text}".rstrip("\n")
+    truncated = len(text) > ws.max_output_chars or size > len(raw)
+    return CommandOutput(code, text[: ws.max_output_chars] if truncated else text, size, truncated)
+
+
+def run_command(ws: Workspace, command: str) -> str:
+    result = execute(ws, command)
+    text = result.text + (f"\n[output truncated: {result.total_bytes} bytes in total]" if result.truncated else "")
+    return f"exit code: {result.exit_code}\n{text}".rstrip("\n")
 
 
 def _run_capped(argv: list[str], ws: Workspace, env: dict[str, str], *, keep: int) -> tuple[int | None, bytes, int]:
@@ -334,14 +355,22 @@ _TOOL_SPECS: tuple[tuple[str, str, dict[str, dict[str, Any]], tuple[str, ...], C
 )
 
 
-def make_tools(workspace: Workspace | Path | str, *, sandbox: str = "auto") -> dict[str, Tool]:
+TOOL_NAMES = tuple(spec[0] for spec in _TOOL_SPECS)
+
+
+def make_tools(workspace: Workspace | Path | str, *, sandbox: str = "auto",
+               names: tuple[str, ...] | list[str] | None = None) -> dict[str, Tool]:
     """The default registry: read_file, write_file, list_dir, search, run_command bound to a workspace.
 
-    ``sandbox`` applies when ``workspace`` is a path (a :class:`Workspace` carries its own).
+    ``names`` keeps only those tools (in the registry's order). ``sandbox`` applies when ``workspace``
+    is a path (a :class:`Workspace` carries its own).
     """
+    unknown = sorted(set(names or ()) - set(TOOL_NAMES))
+    if unknown:
+        raise ConfigError(f"unknown tool(s) {unknown}; punie's tools are {', '.join(TOOL_NAMES)}")
     ws = workspace if isinstance(workspace, Workspace) else Workspace(Path(workspace), sandbox=sandbox)
     return {name: Tool(name, desc, params, required, partial(fn, ws))
-            for name, desc, params, required, fn in _TOOL_SPECS}
+            for name, desc, params, required, fn in _TOOL_SPECS if names is None or name in names}
 
 
 def tool_schemas(tools: dict[str, Tool]) -> list[dict[str, Any]]:

@@ -13,7 +13,7 @@ from typing import Any, Literal, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from punie.errors import ConfigError
+from punie.errors import ConfigError, validation_problems
 
 
 class TrainConfig(BaseModel):
@@ -98,10 +98,6 @@ def resolve_settings(schema: type[Settings], cli: dict[str, Any], config_file: P
     try:
         return schema(**merged)
     except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            where = ".".join(str(p) for p in err["loc"]) or "config"
-            value = f" (got {err['input']!r})" if err["loc"] and "input" in err else ""
-            problems.append(f"{where.replace('_', '-')}: {err['msg']}{value}")
+        problems = validation_problems(exc, dashes=True, root="config")
         source = f" in {config_file}" if config_file else ""
         raise ConfigError(f"invalid training settings{source}: " + "; ".join(problems)) from exc
