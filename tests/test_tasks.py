@@ -84,6 +84,11 @@ def test_bad_line_names_file_and_line(tmp_path, workspace, bad, message):
     assert message in str(info.value)
 
 
+def test_an_unknown_check_type_lists_the_types_once(tmp_path, workspace):
+    with pytest.raises(DataError) as info:
+        load_tasks(write_tasks(tmp_path, task_line(checks=[{"type": "answer_smells"}])))
+    assert str(info.value).count("answer_includes_output_of") == 1
+
 def test_duplicate_ids_empty_and_missing_files(tmp_path, workspace):
     with pytest.raises(DataError, match=r"tasks.jsonl:2: duplicate task id 't1' \(first used on line 1\)"):
         load_tasks(write_tasks(tmp_path, task_line(), task_line()))

@@ -193,6 +193,7 @@ def test_task_report_shows_episodes_side_by_side_escaped(tmp_path):
     assert "answer_contains: the answer does not contain &#39;milk&#39;" in html  # which check failed and why
     assert html.count('read_file({&#34;path&#34;: &#34;notes.txt&#34;})') == 2  # each run's tool call
     assert "final answer" in html and "It says buy milk." in html and "95% CI 21.0% to 100.0%" in html
+    assert "passed · 2 steps · 1 tool call · 9 tokens" in html
     assert "0.5 s per task, run 0.5 s for 1 tasks, batched" in html and "answer_contains ×1" in html
     dumped = _run_chromium(out / "report.html", tmp_path, "--dump-dom")
     assert dumped.returncode == 0 and _console_messages(dumped.stderr) == []

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from punie.errors import ConfigError
 from punie.eval.engines import TurnSource
 from punie.eval.tasks import Episode, Task, fresh_copy, judge
 from punie.serve.client import EndpointHTTPError, EndpointReplyError
@@ -121,7 +122,7 @@ def _episode_root(parent: Path, index: int, task_id: str) -> Path:
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", task_id)[:60] or "task"
     root = parent / f"{index:04d}-{safe}"
     if root.exists():
-        raise FileExistsError(f"{root} already exists; episodes never reuse a workspace")
+        raise ConfigError(f"{root} already exists; an episode never reuses a workspace: move it away")
     return root
 
 

@@ -124,7 +124,8 @@ class TaskEvalResults:
             "sandbox": self.sandbox, "interrupted": self.interrupted, "error": self.error, "warnings": self.warnings,
             "runs": [{"name": r.name, "adapter": r.adapter, "metrics_path": r.metrics_path,
                       "summary": r.summary(len(suite.tasks), self.batched),
-                      "episodes": [asdict(e) for e in r.episodes]} for r in self.runs],
+                      "episodes": [asdict(e) | {"failed_checks": e.failed_checks} for e in r.episodes]}
+                     for r in self.runs],
             "comparisons": self.comparisons(),
             "tasks": [{"id": t.id, "category": t.category, "instruction": t.spec.instruction,
                        "workspace": str(t.workspace), "max_steps": t.spec.max_steps, "tools": t.spec.tools,

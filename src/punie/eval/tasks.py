@@ -324,9 +324,9 @@ def parse_task(text: str, *, base: Path, where: str = "<task>", line: int = 0) -
     try:
         spec = TaskSpec.model_validate(obj)
     except ValidationError as exc:
-        fields = ", ".join(TaskSpec.model_fields)
-        raise DataError(f"{where}: " + "; ".join(validation_problems(exc, root="task"))
-                        + f". A task has {fields}; check types: {', '.join(CHECKS)}.") from None
+        problems = "; ".join(validation_problems(exc, root="task"))
+        types = "" if "expected tags" in problems else f"; check types: {', '.join(CHECKS)}"
+        raise DataError(f"{where}: {problems}. A task has {', '.join(TaskSpec.model_fields)}{types}.") from None
     workspace = (base / Path(spec.workspace).expanduser()).resolve()
     if not workspace.is_dir():
         raise DataError(f"{where}: workspace {spec.workspace!r} (read as {workspace}) is not a directory; "
@@ -345,7 +345,7 @@ def _path_problem(c: Check, workspace: Path) -> str | None:
     try:
         real = Workspace(workspace, sandbox="none").resolve(path)
     except ToolError as exc:
-        return f"{exc}; a check may only name files of the task's workspace"
+        return f"{exc} (checks read the episode's copy of the task's workspace)"
     if isinstance(c, FileUnchanged) and not real.is_file():
         return f"{path!r} is not a file of the workspace {workspace}; file_unchanged compares an existing file"
     return None

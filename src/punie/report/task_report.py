@@ -90,13 +90,17 @@ def _task_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
 
 def _episode(episode: dict[str, Any]) -> dict[str, Any]:
     tokens = episode.get("tokens")
-    stats = [f"{episode['steps']} steps", f"{episode['tool_calls']} tool calls",
-             *([f"{episode['tool_errors']} errors"] if episode["tool_errors"] else []),
-             *([f"{tokens} tokens"] if tokens is not None else [])]
+    stats = [_count(episode["steps"], "step"), _count(episode["tool_calls"], "tool call"),
+             *([_count(episode["tool_errors"], "tool error")] if episode["tool_errors"] else []),
+             *([_count(tokens, "token")] if tokens is not None else [])]
     return {"passed": episode["passed"], "outcome": episode["outcome"], "stats": " · ".join(stats),
             "checks": [{"type": c["type"], "passed": c["passed"], "reason": c["reason"]} for c in episode["checks"]],
             "error": episode.get("error"), "turns": _turns(episode.get("messages", [])),
             "answer": episode.get("answer"), "workspace": episode.get("workspace")}
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 def _turns(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
