@@ -298,8 +298,16 @@ def test_run_in_foreground_stops_on_ctrl_c(punie_home, tiny_model, no_leftovers)
         record = _wait_for(_running_record, what="the foreground server")
         no_leftovers.add((record.pid, record.pid_start))
         assert record.owner_pid == proc.pid
+        # The record is written while the server starts, and Ctrl-C then is a clean stop too: wait for the
+        # "Serving" line so this tests a stop of a running server (under load the two raced).
+        seen = []
+        for line in proc.stderr:  # ends at EOF if the server never comes up
+            seen.append(line)
+            if "Serving 'fg'" in line:
+                break
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=60)
+        out, rest = proc.communicate(timeout=60)
+        err = "".join(seen) + rest
     finally:
         proc.kill()
     assert proc.returncode == 0, err
