@@ -60,7 +60,9 @@ def dpo(
     if check is not None:
         given["check_data"] = check
     if resume:
-        given = _saved_settings(output) | given
+        from punie.training.rundir import resume_settings
+
+        given = resume_settings(output, "punie dpo") | given
     config = resolve_dpo_config(given, config_file)
     display = DPODisplay(config.iters)
     try:
@@ -77,15 +79,6 @@ def dpo(
     reference = "reused from the cache" if result.reference_cached else "computed"
     out.print(f"Steps {result.steps}; loss {result.final_loss:.3f}; val loss {result.final_val_loss:.3f}; "
               f"val accuracy {result.final_val_accuracy:.2f}; reference log-probs {reference}")
-
-
-def _saved_settings(output: Path | None) -> dict[str, Any]:
-    from punie.errors import ConfigError
-    from punie.training.rundir import RunDir
-
-    if output is None:
-        raise ConfigError("--resume needs --output naming the run to continue.")
-    return RunDir(output).settings_to_resume("punie dpo")
 
 
 class DPODisplay:

@@ -79,7 +79,9 @@ def train(
         config = TrainConfig.model_validate_json(resolved_config)
     else:
         if resume:
-            given = _saved_settings(output) | given
+            from punie.training.rundir import resume_settings
+
+            given = resume_settings(output, "punie training") | given
         config = resolve_config(given, config_file)
     launch = Launch(hosts=hosts, hostfile=hostfile, nproc=nproc, backend=backend, peer_timeout=peer_timeout)
     if launch.requested():
@@ -129,15 +131,6 @@ def _train_here(config: TrainConfig, *, resume: bool, force: bool) -> None:
               f"step {result.best_step if config.keep == 'best' else result.steps})")
     out.print(f"Steps {result.steps}; train loss {result.final_train_loss:.3f}; val loss {result.final_val_loss:.3f}; "
               f"best val loss {result.best_val_loss:.3f}; {result.tokens_per_second:.0f} tokens/s")
-
-
-def _saved_settings(output: Path | None) -> dict[str, Any]:
-    from punie.errors import ConfigError
-    from punie.training.rundir import RunDir
-
-    if output is None:
-        raise ConfigError("--resume needs --output naming the run to continue.")
-    return RunDir(output).settings_to_resume("punie training")
 
 
 class TrainDisplay:

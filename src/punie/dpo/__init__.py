@@ -175,19 +175,12 @@ def _attach_adapters(model: Any, config: DPOConfig) -> int:
 
 def _manifest(config: DPOConfig, base: BaseModelIdentity, splits: dict[str, PairSplit], key: str, cached: bool,
               dropped: list[dict[str, Any]]) -> dict[str, Any]:
-    from importlib import metadata
-
     files = {}
     for name, split in splits.items():
         path = Path(config.data) / f"{name}.jsonl"
         files[name] = {"path": str(path), "sha256": rundir.file_sha256(path), "pairs": len(split),
                        "truncated": split.truncated, "skipped_lines": split.skipped}
-    versions: dict[str, str | None] = {}
-    for dist in ("punie", "mlx", "mlx-lm", "transformers"):
-        try:
-            versions[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            versions[dist] = None
+    versions = rundir.software_versions()
     start = None
     if config.adapter is not None:
         start = {"path": str(config.adapter),

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -185,12 +184,7 @@ def _manifest(config: TrainConfig, base: BaseModelIdentity, records: dict[str, l
         for split in records:
             path = Path(config.data) / f"{split}.jsonl"
             data_files[split] = {"path": str(path), "sha256": rundir.file_sha256(path), "records": len(records[split])}
-    versions: dict[str, str | None] = {}
-    for dist in ("punie", "mlx", "mlx-lm", "transformers"):
-        try:
-            versions[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            versions[dist] = None
+    versions = rundir.software_versions()
     return {
         "config": json.loads(config.model_dump_json()),
         "base_model": base.to_record(),

@@ -351,6 +351,28 @@ def loss_series(records: list[dict[str, Any]]) -> dict[str, list[tuple[float, fl
     return series
 
 
+def resume_settings(output: Path | None, kind: str) -> dict[str, Any]:
+    """The settings ``--resume`` continues the run in ``output`` with (see :meth:`RunDir.settings_to_resume`)."""
+    from punie.errors import ConfigError
+
+    if output is None:
+        raise ConfigError("--resume needs --output naming the run to continue.")
+    return RunDir(output).settings_to_resume(kind)
+
+
+def software_versions() -> dict[str, str | None]:
+    """The installed versions a run's manifest records (None: not installed)."""
+    from importlib import metadata
+
+    versions: dict[str, str | None] = {}
+    for dist in ("punie", "mlx", "mlx-lm", "transformers"):
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            versions[dist] = None
+    return versions
+
+
 def training_process() -> dict[str, Any]:
     """This process, as the manifest records it while it trains."""
     from punie.serve import procinfo
