@@ -107,7 +107,7 @@ def _train_here(config: TrainConfig, *, resume: bool, force: bool) -> None:
 
     from punie.training import TrainingInterrupted
     from punie.training import train as run_training
-    from punie.training.distributed import World
+    from punie.training.distributed import PEER_LOST_EXIT, PeerLost, World
     from punie.training.launcher import LAUNCHED_ENV
 
     if not World.init().is_main:  # another rank of a distributed run: rank 0 alone reports
@@ -115,11 +115,17 @@ def _train_here(config: TrainConfig, *, resume: bool, force: bool) -> None:
             run_training(config, None, resume=resume, force=force)
         except TrainingInterrupted:
             sys.exit(130)
+        except PeerLost as exc:
+            err.print(f"Error: {exc}", style="red", highlight=False)
+            sys.exit(PEER_LOST_EXIT)
         return
     display = TrainDisplay(config.iters)
     try:
         with display:
             result = run_training(config, display, resume=resume, force=force)
+    except PeerLost as exc:  # the launcher names the rank that died; this exit code tells it this one did not
+        err.print(f"Error: {exc}", style="red", highlight=False)
+        sys.exit(PEER_LOST_EXIT)
     except TrainingInterrupted as exc:
         saved = f"checkpoint saved at step {exc.step}" if exc.step else "no checkpoint yet; --resume starts it again"
         hint = "" if os.environ.get(LAUNCHED_ENV) else f" Continue with: punie train --output {exc.output} --resume"

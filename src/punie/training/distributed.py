@@ -39,6 +39,7 @@ from punie.errors import ConfigError, PunieError
 PEER_TIMEOUT_ENV = "PUNIE_PEER_TIMEOUT"
 DEFAULT_PEER_TIMEOUT = 300.0  # seconds without a finished step (generous: the first step compiles)
 WATCHDOG_EXIT = 75  # a rank stopped by the watchdog exits with this code (EX_TEMPFAIL)
+PEER_LOST_EXIT = 76  # a rank whose collective lost a peer exits with this: the consequence, never the cause
 BACKENDS = ("ring", "mpi", "jaccl", "nccl")  # mx.distributed's backends, in mlx.launch's spelling
 
 

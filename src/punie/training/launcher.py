@@ -27,7 +27,7 @@ from typing import IO, Any
 from punie import blas
 from punie.errors import ConfigError
 from punie.training.config import TrainConfig
-from punie.training.distributed import DEFAULT_PEER_TIMEOUT, PEER_TIMEOUT_ENV, WATCHDOG_EXIT
+from punie.training.distributed import DEFAULT_PEER_TIMEOUT, PEER_LOST_EXIT, PEER_TIMEOUT_ENV, WATCHDOG_EXIT
 from punie.training.rundir import RunDir
 
 LAUNCHED_ENV = "PUNIE_LAUNCHED"  # set for ranks punie started, so they leave the "continue with" hint to us
@@ -187,8 +187,10 @@ def _verdict(launch: Launch, config: TrainConfig, returncode: int, failures: lis
         return Outcome(130, f"Continue with: {_continue_hint(launch, config)}", failures)
     if not failures:
         return Outcome(1, f"mlx.launch exited with code {returncode}.", failures)
-    rank, code = failures[0]
+    # A rank that lost its connection exits PEER_LOST_EXIT; mlx.launch may log it before the rank that died.
+    rank, code = next((f for f in failures if f[1] != PEER_LOST_EXIT), failures[0])
     how = ("was killed" if code is None else
+           "lost its connection to the other ranks" if code == PEER_LOST_EXIT else
            f"stopped: no answer from its peers (exit code {code})" if code == WATCHDOG_EXIT else
            f"was killed by signal {-code}" if code < 0 else f"exited with code {code}")
     message = f"Distributed training stopped: rank {rank} {how} first; the other ranks were stopped."
