@@ -349,3 +349,28 @@ def _assert_shared_equals_plain(model_dir: Path, tmp_path: Path, rtol: float = 1
     args = (batch.prompts, batch.prompt_valid, batch.replies, batch.reply_lengths)
     np.testing.assert_allclose(np.array(shared_prompt_logps(model, *args)), np.array(plain_logps(model, *args)),
                                rtol=rtol, atol=atol)
+
+
+def test_a_best_step_of_0_says_the_adapter_is_the_start_unchanged(pairs_dir, tiny_model, tmp_path):
+    start = tmp_path / "start"
+    train_dpo(config(pairs_dir, tiny_model, start, iters=3, steps_per_eval=3))
+    # A step too small to lower the validation loss: the best weights are those of step 0, i.e. START's.
+    out = tmp_path / "still"
+    result = train_dpo(config(pairs_dir, tiny_model, out, iters=2, steps_per_eval=2, adapter=start,
+                              learning_rate=1e-30))
+    assert result.best_step == 0
+    assert any(f"holds the starting adapter {start} unchanged" in w for w in result.warnings)
+    kept, original = mx.load(str(out / "adapters.safetensors")), mx.load(str(start / "adapters.safetensors"))
+    assert all(np.array_equal(np.array(kept[k]), np.array(original[k])) for k in original)
+    moved = train_dpo(config(pairs_dir, tiny_model, tmp_path / "moved", iters=2, steps_per_eval=2, adapter=start,
+                             learning_rate=1e-4, keep="last"))
+    assert not any("unchanged" in w for w in moved.warnings)
+
+
+def test_untrained_best_warning_only_for_keep_best_at_step_0():
+    from punie.training.checkpoints import untrained_best_warning
+
+    assert "holds the base unchanged" in untrained_best_warning("best", 0, 40, "the base")
+    assert untrained_best_warning("best", 40, 40, "the base") is None
+    assert untrained_best_warning("last", 0, 40, "the base") is None
+    assert untrained_best_warning("best", 0, 0, "the base") is None  # nothing was trained at all

@@ -101,6 +101,9 @@ def train_dpo(config: DPOConfig, callback: TrainingCallback | None = None, *, re
         _write_manifest(run, manifest, status="failed", state=trainer.state)
         raise
     _write_manifest(run, manifest, status="completed", state=state)
+    start = f"the starting adapter {config.adapter}" if config.adapter is not None else "the untrained adapter"
+    if (warning := checkpoints.untrained_best_warning(config.keep, state.best_step, state.step, start)) is not None:
+        warnings.append(warning)
     return _result(output, state, cached, dropped, warnings)
 
 

@@ -43,6 +43,14 @@ def write_adapter_config(out: Path, config: Any, base_model: str, num_layers: in
     })
 
 
+def untrained_best_warning(keep: str, best_step: int | None, steps: int, start: str) -> str | None:
+    """A warning when ``--keep best`` kept the weights of step 0: the run's adapter is ``start``, untouched."""
+    if keep != "best" or best_step != 0 or steps == 0:
+        return None
+    return (f"the validation loss was lowest at step 0, before any update, so {ADAPTERS} holds {start} "
+            f"unchanged; the trained weights are in checkpoints/ (use --keep last to keep them).")
+
+
 def save_checkpoint(out: Path, step: int, model: Any, optimizer: Any, state: dict[str, Any],
                     keep: int = 2) -> Path:
     """Write checkpoints/step-N atomically; keep only the newest ``keep`` of them."""

@@ -106,6 +106,9 @@ def train(config: TrainConfig, callback: TrainingCallback | None = None, *, resu
         raise
     stopped_early = state.step < config.iters
     _write_manifest(run, world, manifest, status="early_stopped" if stopped_early else "completed", state=state)
+    if (warning := checkpoints.untrained_best_warning(config.keep, state.best_step, state.step,
+                                                      "the untrained adapter (the base model)")) is not None:
+        warnings.append(warning)
     return _result(run.path, state, stopped_early, truncated, warnings)
 
 
