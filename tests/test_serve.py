@@ -300,14 +300,18 @@ def test_run_in_foreground_stops_on_ctrl_c(punie_home, tiny_model, no_leftovers)
         assert record.owner_pid == proc.pid
         # The record is written while the server starts, and Ctrl-C then is a clean stop too: wait for the
         # "Serving" line so this tests a stop of a running server (under load the two raced).
-        seen = []
+        seen, shown = [], []
         for line in proc.stderr:  # ends at EOF if the server never comes up
             seen.append(line)
             if "Serving 'fg'" in line:
                 break
+        for line in proc.stdout:  # and for the log's first line, printed after "Serving" (this raced too)
+            shown.append(line)
+            if "punie-serve: listening" in line:
+                break
         proc.send_signal(signal.SIGINT)
-        out, rest = proc.communicate(timeout=60)
-        err = "".join(seen) + rest
+        rest_out, rest = proc.communicate(timeout=60)
+        out, err = "".join(shown) + rest_out, "".join(seen) + rest
     finally:
         proc.kill()
     assert proc.returncode == 0, err
