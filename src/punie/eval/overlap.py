@@ -31,7 +31,7 @@ def data_prompts(path: Path) -> set[str]:
     """Every prompt the records of a training data file (JSONL, any punie format) show the model."""
     from punie.data.formats import conversations, detect_format, read_jsonl
 
-    prompts = set()
+    prompts: set[str] = set()
     for record in read_jsonl(path):
         for messages in conversations(record, detect_format(record)):
             prompts.update(prompt_key(messages[:i]) for i, m in enumerate(messages)
