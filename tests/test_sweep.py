@@ -11,7 +11,7 @@ import pytest
 from punie.errors import ConfigError, DataError
 from punie.sweep import SweepConfig, sweep
 from punie.sweep import units as sweep_units
-from punie.sweep.schedule import OutOfBudget, halving_rungs, one_rung, ranked, rung_steps, run_rungs, winner
+from punie.sweep.schedule import OutOfBudget, halving_rungs, one_rung, ranked, run_rungs, rung_steps, winner
 from punie.sweep.space import check_space, configs, parse_grid
 from punie.training import TrainConfig, TrainingInterrupted, train
 from punie.training.rundir import RunDir

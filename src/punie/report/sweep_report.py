@@ -46,7 +46,9 @@ def sweep_context(summary: dict[str, Any]) -> dict[str, Any]:
         "winner": summary.get("winner"), "winner_score": pct((summary.get("winner") or {}).get("selection_accuracy")),
         "reference": summary.get("reference"),
         "rows": [_row(c, varied, summary.get("winner")) for c in candidates],
-        "by_setting": [_by_setting(name, candidates, summary["space"][name]) for name in varied],
+        "by_setting": [_by_setting(name, [c for c in candidates if c["config"] >= 0], summary["space"][name])
+                       for name in varied],
+        "first_rung": len(summary["rungs"]) > 1,
         "rungs": _rung_plot(summary) if len(summary["rungs"]) > 1 else None,
         "curves": [c for c in (loss_curve({"name": r["id"], "metrics_path": str(Path(r["adapter"]) / "metrics.jsonl")})
                                for r in candidates) if c],
@@ -96,13 +98,14 @@ def _y(accuracy: float) -> float:
 
 
 def _by_setting(name: str, candidates: list[dict[str, Any]], values: list[Any]) -> dict[str, Any]:
-    """Each candidate's latest selection accuracy at its value of ``name`` (the values as categories)."""
+    """Each candidate's first selection accuracy at its value of ``name`` (the values as categories): with
+    halving, the first rung's, where every config had the same share of its training."""
     span = (WIDTH - LEFT - RIGHT) / len(values)
     ticks, points = [], []
     for k, value in enumerate(values):
         x = LEFT + span * (k + 0.5)
         ticks.append({"x": f"{x:.1f}", "label": str(value)})
-        scores = [c["selection"][-1]["accuracy"] for c in candidates
+        scores = [c["selection"][0]["accuracy"] for c in candidates
                   if c["selection"] and c["settings"].get(name) == value]
         for j, accuracy in enumerate(scores):
             jitter = (j - (len(scores) - 1) / 2) * min(6.0, span / (2 * max(len(scores), 1)))

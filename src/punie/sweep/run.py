@@ -262,7 +262,8 @@ class SweepState:
         record, run = self.records[candidate.id], RunDir(candidate.train.output_dir())
         scored = finished_results(self._selection_dir(candidate, steps))
         if scored is not None:
-            return self._scored(candidate, selection_record(scored, self._selection_dir(candidate, steps), steps))
+            return self._scored(candidate, selection_record(scored, self._selection_dir(candidate, steps), steps),
+                                " (scored before)")
         if record.get("error") or run.status() == "failed":
             record["error"] = record.get("error") or "training failed (see its manifest.json)"
             return None
@@ -288,12 +289,12 @@ class SweepState:
     def _selection_dir(self, candidate: Candidate, steps: int) -> Path:
         return self.out / "selection" / candidate.id / f"step-{steps:06d}"
 
-    def _scored(self, candidate: Candidate, scored: dict[str, Any]) -> float:
+    def _scored(self, candidate: Candidate, scored: dict[str, Any], note: str = "") -> float:
         record = self.records[candidate.id]
         record |= run_facts(RunDir(candidate.train.output_dir()))
         record["selection"] = [s for s in record["selection"] if s["steps"] != scored["steps"]] + [scored]
         record["selection"].sort(key=lambda s: s["steps"])
-        self.say(f"{candidate.id} at step {scored['steps']}: {scored['accuracy']:.1%} on the selection suite")
+        self.say(f"{candidate.id} at step {scored['steps']}: {scored['accuracy']:.1%} on the selection suite{note}")
         self.write()
         return float(scored["accuracy"])
 
