@@ -83,6 +83,8 @@ def test_the_space_is_parsed_like_train_options_and_checked():
         check_space({"rnak": [8]})
     with pytest.raises(ConfigError, match="SETTING=VALUE"):
         parse_grid(["rank"])
+    with pytest.raises(ValueError, match="trials draws configs for method 'random', got method 'grid'"):
+        SweepConfig(data=Path("d"), select_suite=Path("s"), output=Path("o"), trials=3)
 
 
 # ---- training: pausing keeps the whole run's schedule -------------------------------------------------------------

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from punie import fileio
 from punie.errors import ConfigError, DataError
@@ -84,6 +84,12 @@ class SweepConfig(BaseModel):
                                                     "'demo', 'defaults' or a YAML file of train settings.")
     max_tokens: int = Field(256, ge=1, description="Tokens generated per selection/test case.")
     batch_size: int = Field(16, ge=1, description="Cases generated together in the evals.")
+
+    @model_validator(mode="after")
+    def _trials_are_random(self) -> SweepConfig:
+        if self.trials is not None and self.method != "random":
+            raise ValueError(f"trials draws configs for method 'random', got method {self.method!r}")
+        return self
 
 
 @dataclass
