@@ -276,7 +276,7 @@ class SweepState:
         if needs_training(run, steps):
             before = run_facts(run)["steps"] or 0
             self.budget.check(steps - before, f"training {candidate.id} to step {steps}")
-            self.say(f"train {candidate.id} to step {steps}")
+            self.say(f"train {candidate.id} " + (f"from step {before} " if before else "") + f"to step {steps}")
             try:
                 _, seconds = timed(lambda: train_to(candidate, steps, self.training))
             except TrainingError as exc:  # a diverging config is a result, not the end of the sweep
@@ -360,6 +360,10 @@ class SweepState:
     def write(self) -> None:
         from punie.sweep.summary import build_summary
 
+        for candidate in self.candidates + self.reference:  # how far each run got, also one Ctrl-C stopped
+            run = RunDir(candidate.train.output_dir())
+            if run.manifest_file.is_file():
+                self.records[candidate.id] |= run_facts(run)
         self.summary = build_summary(self)
         fileio.write_json(self.out / SUMMARY, self.summary)
 
