@@ -17,6 +17,7 @@ from punie import fileio
 from punie.errors import DataError
 from punie.report.eval_report import build_context, loss_curve, pct
 from punie.report.templates import render_template
+from punie.training.rundir import METRICS
 
 TEMPLATE = "sweep.html.j2"
 WIDTH, HEIGHT, LEFT, RIGHT, TOP, BOTTOM = 420, 200, 44, 12, 12, 30
@@ -29,16 +30,18 @@ def write_sweep_report(out_dir: Path | str) -> Path:
     if not path.is_file():
         raise DataError(f"{out} has no summary.json; it is not a punie sweep directory.")
     page = out / "report.html"
-    fileio.write_text(page, render_template(TEMPLATE, **sweep_context(json.loads(path.read_text()))))
+    fileio.write_text(page, render_template(TEMPLATE, **sweep_context(json.loads(path.read_text()), out)))
     return page
 
 
-def sweep_context(summary: dict[str, Any]) -> dict[str, Any]:
+def sweep_context(summary: dict[str, Any], out: Path) -> dict[str, Any]:
+    """The page's context; files are read from the sweep directory ``out`` (its paths in summary.json are
+    relative to where the sweep ran)."""
     settings = summary["settings"]
     varied = [k for k, values in summary["space"].items() if len(values) > 1]
     candidates = summary["candidates"]
     test = summary.get("test")
-    test_context = build_context(json.loads(Path(test["results"]).read_text())) if test else None
+    test_context = build_context(json.loads((out / "test" / "results.json").read_text())) if test else None
     return {
         "title": f"punie sweep: {Path(settings['output']).name}",
         "summary": summary, "settings": settings, "varied": varied,
@@ -50,7 +53,7 @@ def sweep_context(summary: dict[str, Any]) -> dict[str, Any]:
                        for name in varied],
         "first_rung": len(summary["rungs"]) > 1,
         "rungs": _rung_plot(summary) if len(summary["rungs"]) > 1 else None,
-        "curves": [c for c in (loss_curve({"name": r["id"], "metrics_path": str(Path(r["adapter"]) / "metrics.jsonl")})
+        "curves": [c for c in (loss_curve({"name": r["id"], "metrics_path": str(out / "runs" / r["id"] / METRICS)})
                                for r in candidates) if c],
         "test": test, "test_cards": test_context["cards"] if test_context else [],
         "head_to_head": [_head_to_head(c) for c in (test or {}).get("winner_vs_reference", [])],
