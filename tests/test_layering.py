@@ -22,6 +22,7 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "punie.models": ("punie.cli", "typer", "rich"),
     "punie.chat": ("punie.cli", "typer", "rich"),
     "punie.serve": ("punie.eval", "punie.traces", "punie.report", "punie.cli", "typer", "rich"),
+    "punie.sweep": ("punie.report", "punie.cli", "typer", "rich"),
 }
 
 # Imports that break a rule and are removed on another branch (module, imported): delete an entry once it is gone;

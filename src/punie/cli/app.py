@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from punie.cli import agent, data, demo, doctor, dpo, generate, improve, models, report, serve, traces, train
+from punie.cli import agent, data, demo, doctor, dpo, generate, improve, models, report, serve, sweep, traces, train
 from punie.cli.eval import eval_command
 
 app = typer.Typer(
@@ -23,6 +23,7 @@ app.add_typer(data.app, name="data")
 app.command("train")(train.train)
 app.command("dpo")(dpo.dpo)
 app.command("improve")(improve.improve)
+app.command("sweep")(sweep.sweep)
 app.command("eval")(eval_command)
 app.add_typer(report.app, name="report")
 app.add_typer(agent.app, name="agent")

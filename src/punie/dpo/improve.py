@@ -33,6 +33,7 @@ from punie import fileio
 from punie.dpo import DPOConfig, resolve_dpo_config, train_dpo
 from punie.dpo.train_suite import write_training_suite
 from punie.errors import ConfigError, DataError
+from punie.eval.overlap import check_disjoint, suite_prompts
 from punie.eval.results import BASELINE, CaseResult, EvalResults, compare, finish_comparisons
 from punie.eval.suite import EvalCase, load_suite
 from punie.training.loop import TrainingCallback
@@ -114,7 +115,7 @@ def improve(config: ImproveConfig, *, on_round: Callable[[int, dict[str, Any]], 
     held_out = load_suite(config.eval_suite)
     _dpo_config(config, config.adapter, config.output, config.output)  # bad DPO settings fail before any sampling
     if config.suite is not None:  # checked before anything is written
-        _check_disjoint(load_suite(config.suite).cases, held_out.cases, config.suite, config.eval_suite)
+        check_disjoint(held_out.cases, config.eval_suite, suite_prompts(load_suite(config.suite).cases), config.suite)
     out = _claim(config.output)
     suite_path = config.suite or out / "train-suite.jsonl"
     if config.suite_from_data is not None:  # built without the held-out prompts
@@ -286,18 +287,6 @@ def _write_drafts(path: Path, cases: list[EvalCase], drafts: list[list[CaseResul
     lines = [json.dumps({"case": case.id, "draft": j, "passed": d.passed, "reason": d.reason, "output": d.output})
              for case, row in zip(cases, drafts, strict=True) for j, d in enumerate(row)]
     fileio.write_text(path, "".join(line + "\n" for line in lines))
-
-
-def _check_disjoint(train: list[EvalCase], held_out: list[EvalCase], train_path: Path, held_path: Path) -> None:
-    """The held-out suite must share no prompt with the training suite, or the gain it shows is not held out."""
-    def prompt(case: EvalCase) -> str:
-        return json.dumps(case.messages, sort_keys=True)
-
-    shared = {prompt(c) for c in train} & {prompt(c) for c in held_out}
-    if shared:
-        ids = [c.id for c in held_out if prompt(c) in shared]
-        raise DataError(f"{held_path} shares {len(shared)} prompt(s) with {train_path} (cases "
-                        f"{', '.join(ids[:5])}); a held-out suite must not contain training cases.")
 
 
 def _claim(output: Path) -> Path:

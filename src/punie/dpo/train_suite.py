@@ -17,12 +17,13 @@ from typing import Any
 from punie import fileio
 from punie.chat.toolcalls import parse_message
 from punie.errors import DataError
+from punie.eval.overlap import prompt_key, suite_prompts
 from punie.eval.suite import load_suite
 
 
 def cases_from_records(path: Path, exclude: Path | None = None) -> tuple[list[dict[str, Any]], int]:
     """(suite cases, how many records were left out for sharing a prompt with ``exclude``)."""
-    held_out = {_key(c.messages) for c in load_suite(exclude).cases} if exclude else set()
+    held_out = suite_prompts(load_suite(exclude).cases) if exclude else set()
     cases, shared = [], 0
     for number, line in enumerate(path.read_text().splitlines(), 1):
         if not line.strip():
@@ -34,7 +35,7 @@ def cases_from_records(path: Path, exclude: Path | None = None) -> tuple[list[di
         case = _case(record, f"{path.stem}-{number:04d}")
         if case is None:
             raise DataError(f"{path}:{number}: expected a chat record with 'messages' holding an assistant turn.")
-        if _key(case["messages"]) in held_out:
+        if prompt_key(case["messages"]) in held_out:
             shared += 1
             continue
         cases.append(case)
@@ -66,7 +67,3 @@ def _case(record: Any, case_id: str) -> dict[str, Any] | None:
     if record.get("tools"):
         case["tools"] = record["tools"]
     return case
-
-
-def _key(messages: list[dict[str, Any]]) -> str:
-    return json.dumps(messages, sort_keys=True)

@@ -45,7 +45,8 @@ ProgressFn = Callable[[EvalProgress], None]
 def run_eval(suite_path: Path | str, model: str | None = None, adapters: Sequence[Path | str] = (),
              engine: str = "inprocess", max_tokens: int = DEFAULT_MAX_TOKENS, out_dir: Path | str | None = None,
              progress: ProgressFn | None = None, *, endpoint: str | None = None, batch_size: int = 16,
-             on_written: Callable[[Path], object] | None = None, force: bool = False) -> EvalResults:
+             on_written: Callable[[Path], object] | None = None, force: bool = False,
+             baseline: bool = True) -> EvalResults:
     """Evaluate the baseline and each adapter on a suite; write results.json to ``out_dir``.
 
     Returns the results; ``results.interrupted`` is True when Ctrl-C stopped the
@@ -53,11 +54,12 @@ def run_eval(suite_path: Path | str, model: str | None = None, adapters: Sequenc
     runs once the final results.json is written, also when an error stopped the
     eval: the CLI renders the report there (eval itself knows nothing of reports).
     ``force`` replaces the results in an existing ``out_dir`` and evaluates an
-    adapter on a base model other than the one it records (``results.warnings`` says so).
+    adapter on a base model other than the one it records (``results.warnings`` says so). ``baseline=False``
+    answers with the adapters only (``punie sweep`` evaluates the base model once, not beside every candidate).
     """
     suite = load_suite(suite_path)
     plan = plan_eval(model=model, adapters=adapters, engine=engine, endpoint=endpoint, max_tokens=max_tokens,
-                     out_dir=out_dir, force=force)
+                     out_dir=out_dir, force=force, baseline=baseline)
     plan.out.mkdir(parents=True, exist_ok=True)
     runner = make_engine(plan.engine, EngineOptions(model=model, max_tokens=max_tokens, batch_size=batch_size,
                                                     endpoint=endpoint))
@@ -91,7 +93,7 @@ class EvalPlan:
 
 
 def plan_eval(*, model: str | None, adapters: Sequence[Path | str], engine: str, endpoint: str | None,
-              max_tokens: int, out_dir: Path | str | None, force: bool) -> EvalPlan:
+              max_tokens: int, out_dir: Path | str | None, force: bool, baseline: bool = True) -> EvalPlan:
     """Check the options, the output directory and every adapter against the base model; name the runs."""
     if max_tokens < 1:
         raise ConfigError(f"--max-tokens must be at least 1, got {max_tokens}.")
@@ -109,6 +111,8 @@ def plan_eval(*, model: str | None, adapters: Sequence[Path | str], engine: str,
     warnings = [w for adapter in adapter_paths
                 for w in compat.check_adapter_matches(adapter, base_dir, base_name, force=force)]
     runs: list[tuple[str, Path | None]] = [(BASELINE if engine != "endpoint" else "endpoint", None)]
+    if not baseline and adapter_paths:
+        runs = []
     runs += list(zip(run_names(adapter_paths), adapter_paths, strict=True))
     return EvalPlan(engine, adapter_paths, out, base_name, base_dir, warnings, runs)
 

@@ -126,8 +126,12 @@ def build_optimizer(config: TrainConfig, updates: int) -> Any:
 
 class Trainer:
     def __init__(self, model: Any, config: TrainConfig, train: TokenizedSplit, valid: TokenizedSplit,
-                 output: Path, callback: TrainingCallback | None = None, world: World | None = None):
+                 output: Path, callback: TrainingCallback | None = None, world: World | None = None,
+                 until: int | None = None):
         self.model, self.config, self.train_set, self.valid_set = model, config, train, valid
+        # Pause after this step (a checkpoint, as at the end): the schedule stays the whole run's, so a run
+        # continued to ``config.iters`` is the run an uninterrupted one would have been (punie sweep's halving).
+        self.until = min(until, config.iters) if until is not None else config.iters
         self.output, self.callback = output, callback
         self.world = world or World()  # data-parallel ranks (see distributed.py); rank 0 alone writes
         self.plan = batch_plan(train, config.batch_size, config.seed)
@@ -234,7 +238,7 @@ class Trainer:
         try:
             if st.step == 0:
                 self._evaluate()
-            while st.step < cfg.iters:
+            while st.step < self.until:
                 stop = self._stop_agreed if self.world.size > 1 else self._ctrl_c.requested
                 if stop and self._grad is None:
                     self._stop()
@@ -290,7 +294,7 @@ class Trainer:
     def _after_step(self) -> bool:
         """Report, evaluate and checkpoint as scheduled; True to stop early."""
         cfg, st = self.config, self.state
-        last = st.step == cfg.iters
+        last = st.step in (cfg.iters, self.until)
         if st.step % cfg.steps_per_report == 0 or last:
             self._report_train()
         stop = False

@@ -44,8 +44,12 @@ class TrainResult:
 
 
 def train(config: TrainConfig, callback: TrainingCallback | None = None, *, resume: bool = False,
-          force: bool = False) -> TrainResult:
-    """Fine-tune ``config.model`` on ``config``'s data; write an adapter directory."""
+          force: bool = False, until: int | None = None) -> TrainResult:
+    """Fine-tune ``config.model`` on ``config``'s data; write an adapter directory.
+
+    ``until``: pause after that step (status "paused", a checkpoint there) with the learning-rate schedule
+    of all ``config.iters``; ``resume=True`` later continues it as if it had never stopped.
+    """
     import mlx.core as mx
 
     from punie.models.loading import load
@@ -56,6 +60,9 @@ def train(config: TrainConfig, callback: TrainingCallback | None = None, *, resu
     if config.batch_size % world.size:
         raise ConfigError(f"--batch-size {config.batch_size} must be a multiple of the number of ranks "
                           f"({world.size}): each rank takes an equal share of every batch.")
+    if until is not None and until % config.grad_accumulation:
+        raise ConfigError(f"a run can pause only after an optimizer update: step {until} is not a multiple of "
+                          f"--grad-accumulation {config.grad_accumulation}.")
     run = RunDir(config.output_dir())
     # Rank 0 alone owns the run directory (the other ranks may be on machines that have no copy of it).
     plan = _plan_output(run, config, resume=resume, force=force) if world.is_main else OutputPlan()
@@ -75,7 +82,7 @@ def train(config: TrainConfig, callback: TrainingCallback | None = None, *, resu
 
     mx.random.seed(config.seed)
     num_layers = _attach_adapters(model, config)
-    trainer = Trainer(model, config, splits["train"], splits["valid"], run.path, callback, world)
+    trainer = Trainer(model, config, splits["train"], splits["valid"], run.path, callback, world, until=until)
     base = BaseModelIdentity.of_model_dir(resolve_model(config.model), config.model)
     manifest = _manifest(config, base, records, fmt, mask_prompt, truncated) | {"world_size": world.size}
     world.check_same(run_identity(manifest))
@@ -104,8 +111,10 @@ def train(config: TrainConfig, callback: TrainingCallback | None = None, *, resu
                            f"died. {run.path} keeps its checkpoint at step {trainer.saved_step}; continue with "
                            "--resume.") from exc
         raise
-    stopped_early = state.step < config.iters
-    _write_manifest(run, world, manifest, status="early_stopped" if stopped_early else "completed", state=state)
+    paused = state.step == trainer.until < config.iters
+    stopped_early = state.step < config.iters and not paused
+    status = "paused" if paused else "early_stopped" if stopped_early else "completed"
+    _write_manifest(run, world, manifest, status=status, state=state)
     if (warning := checkpoints.untrained_best_warning(config.keep, state.best_step, state.step,
                                                       "the untrained adapter (the base model)")) is not None:
         warnings.append(warning)
