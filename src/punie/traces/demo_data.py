@@ -221,7 +221,13 @@ class DemoData:
     traces: int
     suite_cases: int
     export: ExportReport
-    suites: dict[str, int] = field(default_factory=dict)  # suite name (file stem) -> cases
+    suites: dict[str, int] = field(default_factory=dict)  # suite name (file stem) -> cases (or tasks)
+    tasks_dir: Path | None = None  # where the task suites' workspaces were written
+
+    @property
+    def task_suites(self) -> tuple[str, ...]:
+        """The suites that are task suites (``punie eval --tasks``), not first-step eval suites."""
+        return tuple(task_suite.SUITE_FILES.values())
 
 
 # Plans that write files. (The demo's commands only read; a test regenerating the data would catch one that wrote.)
@@ -399,4 +405,4 @@ def generate(out_dir: Path | str, *, seed: int = 42, store: TraceStore | None = 
         files[name] = out_dir / f"{name}.jsonl"
         fileio.write_text(files[name], "".join(json.dumps(c, ensure_ascii=False) + "\n" for c in cases))
     return DemoData(out_dir=out_dir, files=files, traces=count, suite_cases=len(suites["suite"]), export=report,
-                    suites={name: len(cases) for name, cases in suites.items()})
+                    suites={name: len(cases) for name, cases in suites.items()}, tasks_dir=tasks_root)
