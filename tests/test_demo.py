@@ -67,3 +67,26 @@ def test_demo_prints_task_success_next_to_first_step_accuracy(monkeypatch, tmp_p
     assert "First-step accuracy" in text and "the sample workspace (78 cases)" in text
     assert "Task success" in text and "held-out task suite (24 of 55 tasks)" in text
     assert "baseline task success 10.0% adapter task success 60.0%" in text and "p = 0.004" in text
+
+
+def test_demo_task_stage_runs_a_subset_of_the_task_suite(tiny_model, tmp_path):
+    """The demo's task stage: an evenly spread subset of the held-out task suite, baseline vs adapter, headline."""
+    import shutil
+
+    from test_eval_engine import make_adapter
+
+    from punie.demo import _run_tasks
+
+    data = Path(__file__).resolve().parents[1] / "data"
+    shutil.copytree(data / "tasks", tmp_path / "tasks")
+    (tmp_path / "data").mkdir()
+    shutil.copy(data / "agent" / "tasks.jsonl", tmp_path / "data" / "tasks.jsonl")
+    adapter = make_adapter(tiny_model, tmp_path / "adapter", 1.0)
+    headline = _run_tasks(tmp_path / "data" / "tasks.jsonl", str(tiny_model), adapter, tmp_path / "eval-tasks", 3,
+                          None)
+    assert headline["cases"] == 3 and headline["suite_tasks"] == 55 and Path(headline["report"]).is_file()
+    assert headline["baseline_accuracy"] == 0.0  # a random model passes no task: the checks are not vacuous
+    assert {"delta", "p_value", "improved", "regressed"} <= set(headline["comparison"])
+    results = json.loads((tmp_path / "eval-tasks" / "results.json").read_text())
+    assert [r["name"] for r in results["runs"]][0] == "baseline" and len(results["runs"]) == 2
+    assert {e["category"] for e in results["runs"][0]["episodes"]} <= {"read", "list", "search", "edit", "run"}
