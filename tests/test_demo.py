@@ -73,9 +73,8 @@ def test_demo_task_stage_runs_a_subset_of_the_task_suite(tiny_model, tmp_path):
     """The demo's task stage: an evenly spread subset of the held-out task suite, baseline vs adapter, headline."""
     import shutil
 
-    from test_eval_engine import make_adapter
-
     from punie.demo import _run_tasks
+    from test_eval_engine import make_adapter
 
     data = Path(__file__).resolve().parents[1] / "data"
     shutil.copytree(data / "tasks", tmp_path / "tasks")
