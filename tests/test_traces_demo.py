@@ -18,7 +18,12 @@ from punie.traces.store import Trace, TraceStore
 DATA = Path(__file__).resolve().parents[1] / "data"
 COMMITTED = DATA / "agent"
 FILES = ("train.jsonl", "valid.jsonl", "test.jsonl", "suite.jsonl", "suite-projects.jsonl",
-         "suite-projects-valid.jsonl", "suite-notool.jsonl", "suite-notool-valid.jsonl", "export.json")
+         "suite-projects-valid.jsonl", "suite-notool.jsonl", "suite-notool-valid.jsonl", "tasks.jsonl",
+         "tasks-valid.jsonl", "export.json")
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 @pytest.fixture(scope="module")
@@ -55,10 +60,17 @@ def test_committed_files_are_exactly_what_the_generator_produces(tmp_path, token
     for name in FILES:
         assert (tmp_path / "agent" / name).read_bytes() == (COMMITTED / name).read_bytes(), (
             f"data/agent/{name} is stale: run 'python data/generate_traces.py'")
+    # The task suites' projects are written beside the data (data/tasks), file for file the committed ones.
+    assert _tree(tmp_path / "tasks") == _tree(DATA / "tasks"), "data/tasks is stale: run the generator"
     assert data.export.rejected == []
+    # Every scripted episode passed its checks, so the export (only passed traces) kept every one.
+    manifest = json.loads((COMMITTED / "export.json").read_text())
+    assert manifest["only_passed"] is True and manifest["skipped_not_passed"] == 0
+    assert sum(manifest["traces"].values()) == data.traces
     # The traces are in the store (PUNIE_HOME): 'punie traces export --source demo' makes the same files.
     with TraceStore() as store:
         assert len(list(store.iter_traces(source=DEMO_SOURCE))) == data.traces == store.count() - 1
+        assert {t.outcome for t in store.iter_traces(source=DEMO_SOURCE)} == {"passed"}
         assert store.get(kept).messages[0]["content"] == "mine" and stale not in [t.id for t in store.iter_traces()]
         export_traces(store, tmp_path / "again", seed=42, tokenizer=tokenizer, source=DEMO_SOURCE)
     for name in ("train.jsonl", "valid.jsonl", "test.jsonl"):

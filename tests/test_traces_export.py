@@ -101,6 +101,7 @@ def test_export_is_deterministic_and_in_mlx_lm_tools_format(tmp_path, tokenizer)
                 assert set(call) == {"type", "function"} and isinstance(call["function"]["arguments"], dict)
     manifest = json.loads((tmp_path / "a" / "export.json").read_text())
     assert manifest["seed"] == 7 and manifest["examples"] == a.examples
+    assert manifest["only_passed"] is False and manifest["skipped_not_passed"] == 0
     assert sum(a.traces.values()) == 30 and c.examples != {}
 
 

@@ -203,4 +203,8 @@ def demo_data(
     out.print(f"Recorded {data.traces} demo traces (source 'demo') in the trace store.")
     _print_export(data.export)
     for name, cases in data.suites.items():
-        out.print(f"Eval suite: {cases} held-out cases in {data.files[name]}")
+        if name in data.task_suites:
+            out.print(f"Task suite: {cases} held-out agent tasks in {data.files[name]} (workspaces under "
+                      f"{data.tasks_dir})")
+        else:
+            out.print(f"Eval suite: {cases} held-out cases in {data.files[name]}")

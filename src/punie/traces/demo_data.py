@@ -16,6 +16,7 @@ Everything is seeded; a run takes a few seconds.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import tempfile
@@ -28,10 +29,11 @@ from punie import fileio
 from punie.assets import sample_workspace
 from punie.chat.toolcalls import ToolCall, parse_text
 from punie.errors import DataError
-from punie.traces import demo_tasks, project_tasks, projects, sandbox
-from punie.traces.agent import DEFAULT_SYSTEM, Completion, run_agent
+from punie.eval.tasks import Episode, check_from_dict, judge
+from punie.traces import demo_tasks, grounded, project_tasks, projects, sandbox, task_suite
+from punie.traces.agent import DEFAULT_SYSTEM, AgentResult, Completion, Judge, run_agent
 from punie.traces.export import ExportReport, export_traces
-from punie.traces.store import TraceStore
+from punie.traces.store import PASSED, TraceStore
 from punie.traces.tools import Tool, ToolError, Workspace, make_tools, tool_schemas
 
 DEMO_SOURCE = "demo"
@@ -54,14 +56,20 @@ def _error(result: str) -> str | None:
     return result[len("Error: "):] if result.startswith("Error: ") else None
 
 
+def _quote(lines: list[str]) -> str:
+    """The first lines of a file or of command output, as an answer quotes them."""
+    shown = [line.rstrip() for line in lines[:grounded.QUOTED_LINES]]
+    return "\n".join(shown) + ("\n..." if len(lines) > grounded.QUOTED_LINES else "")
+
+
+# Every final answer below is built from the tool results the plan got, never from the task's tables:
+# the file's lines, the listing's entries, the hits and their count, the changed line, the command output.
 def plan_read(path: str) -> Plan:
     result = yield _call("read_file", path=path)
     if (err := _error(result)) is not None:
         yield f"I could not read {path}: {err}."
         return
-    lines = result.splitlines()
-    first = next((line.strip() for line in lines if line.strip()), "")
-    yield f"{path} has {len(lines)} lines. It starts with: {first}"
+    yield f"{path} says:\n{_quote(result.splitlines())}"
 
 
 def plan_list(path: str) -> Plan:
@@ -69,9 +77,8 @@ def plan_list(path: str) -> Plan:
     if (err := _error(result)) is not None:
         yield f"I could not list {path}: {err}."
         return
-    entries = result.splitlines()
     where = "The project root" if path == "." else path
-    yield f"{where} has {len(entries)} entries: {', '.join(entries)}."
+    yield f"{where} contains: {', '.join(result.splitlines())}."
 
 
 def plan_search(pattern: str, path: str | None) -> Plan:
@@ -79,12 +86,12 @@ def plan_search(pattern: str, path: str | None) -> Plan:
     result = yield _call("search", **args)
     where = f"{path}" if path else "the project"
     if result.startswith("No matches"):
-        yield f"Nothing in {where} contains {pattern}."
+        yield f"No line in {where} contains {pattern}."
         return
     spots = [hit.split(": ", 1)[0] for hit in result.splitlines()]
     shown = ", ".join(spots[:6]) + (f" and {len(spots) - 6} more" if len(spots) > 6 else "")
-    times = "once" if len(spots) == 1 else f"{len(spots)} times"
-    yield f"{pattern} appears {times} in {where}: {shown}."
+    verb = "mentions" if len(spots) == 1 else "mention"
+    yield f"{grounded.count_phrase(len(spots))} in {where} {verb} {pattern}: {shown}."
 
 
 def plan_locate(pattern: str) -> Plan:
@@ -93,7 +100,7 @@ def plan_locate(pattern: str) -> Plan:
     hits = [hit for hit in result.splitlines()
             if re.search(rf"(def|class|func|function) {re.escape(pattern)}\b", hit)]
     if not hits:
-        yield f"I found no definition of {pattern}."
+        yield f"I could not find a definition of {pattern}."
         return
     spot, _, code = hits[0].partition(": ")
     file, line = spot.rsplit(":", 1)
@@ -104,7 +111,7 @@ def plan_locate(pattern: str) -> Plan:
 def plan_create(path: str, text: str) -> Plan:
     result = yield _call("write_file", path=path, content=text)
     err = _error(result)
-    yield f"I could not create {path}: {err}." if err is not None else f"Created {path}."
+    yield f"I could not create {path}: {err}." if err is not None else f"Created {path} with: {text}"
 
 
 def plan_append(path: str, text: str) -> Plan:
@@ -115,7 +122,7 @@ def plan_append(path: str, text: str) -> Plan:
     body = current if current.endswith("\n") or not current else current + "\n"
     result = yield _call("write_file", path=path, content=body + text + "\n")
     err = _error(result)
-    yield f"I could not write {path}: {err}." if err is not None else f"Added the line to the end of {path}."
+    yield f"I could not write {path}: {err}." if err is not None else f"Added this line to the end of {path}: {text}"
 
 
 def plan_replace(path: str, old: str, new: str) -> Plan:
@@ -123,12 +130,16 @@ def plan_replace(path: str, old: str, new: str) -> Plan:
     if (err := _error(current)) is not None:
         yield f"I could not read {path}: {err}."
         return
-    if old not in current:
+    changed = grounded.changed_line(current, old, new)
+    if changed is None:
         yield f"{path} does not contain {old}, so I left it unchanged."
         return
     result = yield _call("write_file", path=path, content=current.replace(old, new))
-    err = _error(result)
-    yield f"I could not write {path}: {err}." if err is not None else f"Replaced {old} with {new} in {path}."
+    if (err := _error(result)) is not None:
+        yield f"I could not write {path}: {err}."
+        return
+    number, line = changed
+    yield f"Replaced {old} with {new} in {path}. Line {number} now reads: {line}"
 
 
 def plan_run(command: str) -> Plan:
@@ -137,10 +148,13 @@ def plan_run(command: str) -> Plan:
         yield f"I could not run it: {err}."
         return
     status, _, output = result.partition("\n")
-    lines = output.splitlines()
-    preview = "\n".join(lines[:8]) + ("\n..." if len(lines) > 8 else "")
     code = status.removeprefix("exit code: ")
-    yield f"It exited with code {code}." + (f" Output:\n{preview}" if lines else " It printed nothing.")
+    lines = output.splitlines()
+    if not any(line.strip() for line in lines):
+        yield f"`{command}` printed nothing (exit code {code})."
+        return
+    said = "printed" if code == "0" else f"exited with code {code} and printed"
+    yield f"`{command}` {said}:\n{_quote(lines)}"
 
 
 def plan_answer(text: str) -> Plan:
@@ -207,7 +221,13 @@ class DemoData:
     traces: int
     suite_cases: int
     export: ExportReport
-    suites: dict[str, int] = field(default_factory=dict)  # suite name (file stem) -> cases
+    suites: dict[str, int] = field(default_factory=dict)  # suite name (file stem) -> cases (or tasks)
+    tasks_dir: Path | None = None  # where the task suites' workspaces were written
+
+    @property
+    def task_suites(self) -> tuple[str, ...]:
+        """The suites that are task suites (``punie eval --tasks``), not first-step eval suites."""
+        return tuple(task_suite.SUITE_FILES.values())
 
 
 # Plans that write files. (The demo's commands only read; a test regenerating the data would catch one that wrote.)
@@ -235,8 +255,11 @@ def _demo_workspace(root: Path) -> Workspace:
     # C locale and no bytecode files: command output and directory listings are the same everywhere.
     # The commands are the fixed ones in demo_tasks, not a model's: they run in the OS sandbox when the
     # machine has one and unconfined otherwise (the output is the same; tests/test_traces_demo.py checks both).
-    level = "auto" if sandbox.available_level() != "none" else "none"
-    return Workspace(root, env={"LC_ALL": "C", "PYTHONDONTWRITEBYTECODE": "1"}, sandbox=level)
+    return Workspace(root, env=dict(grounded.DEMO_ENV), sandbox=_sandbox_level())
+
+
+def _sandbox_level() -> str:
+    return "auto" if sandbox.available_level() != "none" else "none"
 
 
 def record_traces(store: TraceStore, workspace: Path, seed: int) -> int:
@@ -256,16 +279,44 @@ def record_traces(store: TraceStore, workspace: Path, seed: int) -> int:
             if project.name not in trees:
                 trees[project.name] = projects.materialize(project, Path(tmp) / "projects" / project.name)
             runs.append((trees[project.name], task))
+        failed = []
         for index, (tree, task) in enumerate(runs):
             root = tree
             if task.plan in _CHANGES_FILES:
                 root = Path(tmp) / f"run-{index}"
                 shutil.copytree(tree, root)
-            run_agent(task.prompt, engine=policy_for(task), tools=tools_for(task, root),
-                      system=task.system or DEFAULT_SYSTEM, store=store, category=task.category,
-                      source=DEMO_SOURCE, meta={"template": task.template, "plan": task.plan}
-                      | ({"project": task.project} if task.project else {}))
+            result = run_agent(task.prompt, engine=policy_for(task), tools=tools_for(task, root),
+                               system=task.system or DEFAULT_SYSTEM, store=store, category=task.category,
+                               source=DEMO_SOURCE, meta={"template": task.template, "plan": task.plan}
+                               | ({"project": task.project} if task.project else {}),
+                               judge=_judge(task, tree, root))
+            if result.outcome != PASSED:
+                failed.append((task.prompt, result.trace.meta.get("failed_checks")))
+    if failed:
+        # The policy answers from the tool results and the checks are computed from the files: a failure is a bug.
+        raise DataError(f"{len(failed)} scripted demo episodes failed their checks, e.g. {failed[0][0]!r}: "
+                        f"{failed[0][1]}")
     return len(runs)
+
+
+def _judge(task: demo_tasks.DemoTask, pristine: Path, root: Path) -> Judge:
+    """Score the episode with the task's checks (:mod:`punie.traces.grounded`): the trace is passed or failed."""
+    found = grounded.task_checks(task, pristine, sandbox=_sandbox_level())
+
+    def evidence(result: AgentResult) -> Episode:
+        return Episode(answer=result.answer, trace=result.trace, parse_errors=list(result.errors), workspace=root,
+                       pristine=pristine, outputs=found.outputs)
+
+    return judge([check_from_dict(c) for c in found.checks], evidence)
+
+
+def write_task_suites(tasks_dir: Path, prefix: str, seed: int) -> dict[str, list[dict[str, Any]]]:
+    """The held-out task suites (file stem -> task lines), their projects written under ``tasks_dir``."""
+    suites = {}
+    for pool, stem in task_suite.SUITE_FILES.items():
+        tasks = task_suite.build_task_suite(pool, seed, tasks_dir, prefix, sandbox=_sandbox_level())
+        suites[stem] = [t.line for t in tasks]
+    return suites
 
 
 def _request_key(task: demo_tasks.DemoTask) -> tuple[Any, ...]:
@@ -323,9 +374,11 @@ def _expected_call(call: ToolCall, workspace: Path) -> dict[str, Any]:
 
 
 def generate(out_dir: Path | str, *, seed: int = 42, store: TraceStore | None = None, tokenizer: Any = None,
-             workspace: Path | str | None = None) -> DemoData:
-    """Record the demo traces into ``store`` (replacing earlier demo traces there), export them into
-    ``out_dir`` (train/valid/test.jsonl, export.json) and write the eval suite (suite.jsonl)."""
+             workspace: Path | str | None = None, tasks_dir: Path | str | None = None) -> DemoData:
+    """Record the demo traces into ``store`` (replacing earlier demo traces there), export the passed ones
+    into ``out_dir`` (train/valid/test.jsonl, export.json), write the first-step eval suites (suite*.jsonl)
+    and the held-out task suites (tasks.jsonl, tasks-valid.jsonl) with their projects under ``tasks_dir``
+    (default: ``tasks`` beside ``out_dir``)."""
     source = Path(workspace) if workspace is not None else default_workspace()
     if not (source / "README.md").is_file():
         raise DataError(f"sample workspace {source} not found; pass the path of punie's data/workspace.")
@@ -335,7 +388,7 @@ def generate(out_dir: Path | str, *, seed: int = 42, store: TraceStore | None = 
     try:
         store.delete(source=DEMO_SOURCE)
         count = record_traces(store, source, seed)
-        report = export_traces(store, out_dir, seed=seed, tokenizer=tokenizer, source=DEMO_SOURCE)
+        report = export_traces(store, out_dir, seed=seed, tokenizer=tokenizer, source=DEMO_SOURCE, only_passed=True)
     finally:
         if own_store:
             store.close()
@@ -345,9 +398,11 @@ def generate(out_dir: Path | str, *, seed: int = 42, store: TraceStore | None = 
     suites = {"suite": build_suite(source, seed), "suite-projects": build_project_suite("test", seed),
               "suite-projects-valid": build_project_suite("valid", seed), "suite-notool": build_foreign_suite(seed),
               "suite-notool-valid": build_foreign_suite(seed, "valid")}
+    tasks_root = Path(tasks_dir) if tasks_dir is not None else out_dir.parent / "tasks"
+    suites |= write_task_suites(tasks_root, Path(os.path.relpath(tasks_root, out_dir)).as_posix(), seed)
     files = {**report.files, "manifest": out_dir / "export.json"}
     for name, cases in suites.items():
         files[name] = out_dir / f"{name}.jsonl"
         fileio.write_text(files[name], "".join(json.dumps(c, ensure_ascii=False) + "\n" for c in cases))
     return DemoData(out_dir=out_dir, files=files, traces=count, suite_cases=len(suites["suite"]), export=report,
-                    suites={name: len(cases) for name, cases in suites.items()})
+                    suites={name: len(cases) for name, cases in suites.items()}, tasks_dir=tasks_root)

@@ -196,11 +196,8 @@ def _write_split(report: ExportReport, name: str, examples: list[dict[str, Any]]
 
 def _manifest(report: ExportReport, split: tuple[float, float, float], seed: int, only_passed: bool,
               source: str | None) -> dict[str, Any]:
-    # The key names predate the passed/finished outcomes ("only_successful" holds only_passed): the committed
-    # demo manifest (data/agent/export.json) is compared byte for byte with the generator's output, so they
-    # change when that data is next regenerated.
-    return {"split": list(split), "seed": seed, "only_successful": only_passed, "source": source,
+    return {"split": list(split), "seed": seed, "only_passed": only_passed, "source": source,
             "checked_with_tokenizer": report.checked_with_tokenizer, "traces": report.traces,
             "examples": report.examples, "categories": dict(sorted(report.categories.items())),
-            "skipped_unsuccessful": report.skipped_not_passed,
+            "skipped_not_passed": report.skipped_not_passed,
             "rejected": [{"trace_id": r.trace_id, "reason": r.reason} for r in report.rejected]}

@@ -39,7 +39,8 @@ TEMPLATES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
                 "Which files mention {pattern}?", "look for {pattern}"),
                ("Find all occurrences of {pattern}.", "search the repo for {pattern}",
                 "Where does the string {pattern} show up?")),
-    "search_in": (("Search {path} for {pattern}.", "grep {pattern} in {path}", "find {pattern} under {path}"),
+    "search_in": (("Search {path} for {pattern}.", "grep {pattern} in {path}", "find {pattern} under {path}",
+                   "How many lines in {path} mention {pattern}?"),
                   ("Look for {pattern} inside {path}.", "does {path} mention {pattern}?")),
     "locate": (("Where is {pattern} defined? Show me the file.", "find the definition of {pattern} and open it"),
                ("Open the file that defines {pattern}.",)),
@@ -137,7 +138,7 @@ def _texts(project: Project, rng: random.Random) -> list[str]:
     return [f"review the {a} numbers on Friday", f"{b} owner: {a} team", f"TODO: move {a} next to {b}"]
 
 
-def _file_tasks(p: Project, rng: random.Random, side: int) -> list[tuple[str, str, dict[str, Any], tuple[Any, ...]]]:
+def file_tasks(p: Project, rng: random.Random, side: int) -> list[tuple[str, str, dict[str, Any], tuple[Any, ...]]]:
     """(kind, plan, template values, plan args) for every file task this project offers."""
     files = sorted(p.files)
     text_files = [f for f in files if f.endswith((".md", ".txt", ".toml", ".yaml", ".csv", ".json", ".py"))]
@@ -226,7 +227,7 @@ def project_tasks(projects: Sequence[Project], split: str, seed: int, *, variant
     rng = random.Random(f"{seed}:project-tasks:{split}")
     tasks = []
     for p in projects:
-        for kind, plan, values, args in _file_tasks(p, rng, side):
+        for kind, plan, values, args in file_tasks(p, rng, side):
             template = rng.choice(TEMPLATES[kind][side])
             task = DemoTask(kind_category(kind), template.format(**values), template, plan, args, project=p.name)
             if side == 0 and rng.random() < variant_share:

@@ -1,0 +1,3 @@
+module example.com/nimbus-kit
+
+go 1.20

@@ -1,0 +1,13 @@
+"""Print the jetty summary."""
+
+ITEMS = ['cinder', 'prairie', 'tundra']
+
+
+def main():
+    for item in ITEMS:
+        print(item, len(item))
+    print('total', len(ITEMS))
+
+
+if __name__ == "__main__":
+    main()

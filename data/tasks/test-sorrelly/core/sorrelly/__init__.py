@@ -1,0 +1,1 @@
+"""sorrelly: small tools for yucca records."""

@@ -1,0 +1,2 @@
+const { renderYucca } = require('./yucca');
+const { cleanVerbena } = require('./verbena');

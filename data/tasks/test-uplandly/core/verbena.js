@@ -1,0 +1,5 @@
+function cleanVerbena(list) {
+  return list.filter(Boolean);
+}
+
+module.exports = { cleanVerbena };

@@ -1,0 +1,5 @@
+function renderYucca(list) {
+  return list.filter(Boolean);
+}
+
+module.exports = { renderYucca };

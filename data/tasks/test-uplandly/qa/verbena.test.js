@@ -1,0 +1,2 @@
+const { cleanVerbena } = require('../core/verbena');
+console.log(cleanVerbena([0, 1]));

@@ -1,0 +1,2 @@
+const { renderYucca } = require('../core/yucca');
+console.log(renderYucca([0, 1]));

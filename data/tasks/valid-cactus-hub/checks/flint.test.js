@@ -1,0 +1,2 @@
+const { loadFlint } = require('../pkg/flint');
+console.log(loadFlint([0, 1]));

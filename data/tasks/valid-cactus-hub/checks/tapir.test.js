@@ -1,0 +1,2 @@
+const { cleanTapir } = require('../pkg/tapir');
+console.log(cleanTapir([0, 1]));

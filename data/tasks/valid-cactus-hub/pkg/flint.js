@@ -1,0 +1,5 @@
+function loadFlint(list) {
+  return list.filter(Boolean);
+}
+
+module.exports = { loadFlint };

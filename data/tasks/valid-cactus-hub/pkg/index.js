@@ -1,0 +1,2 @@
+const { loadFlint } = require('./flint');
+const { cleanTapir } = require('./tapir');

@@ -1,0 +1,5 @@
+function cleanTapir(list) {
+  return list.filter(Boolean);
+}
+
+module.exports = { cleanTapir };

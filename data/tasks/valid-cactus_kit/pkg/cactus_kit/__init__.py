@@ -1,0 +1,1 @@
+"""cactus_kit: small tools for mole records."""

@@ -1,0 +1,13 @@
+"""Print the dingo summary."""
+
+ITEMS = ['mole', 'rye', 'jackal']
+
+
+def main():
+    for item in ITEMS:
+        print(item, len(item))
+    print('total', len(ITEMS))
+
+
+if __name__ == "__main__":
+    main()

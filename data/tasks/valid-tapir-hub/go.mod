@@ -1,0 +1,3 @@
+module example.com/tapir-hub
+
+go 1.20
