@@ -136,3 +136,22 @@ def test_every_project_script_runs_and_every_file_is_readable(tmp_path):
             assert call_tool(tools, ToolCall("read_file", {"path": rel})).content == text
         for ident in project.identifiers:
             assert "No matches" not in call_tool(tools, ToolCall("search", {"pattern": ident})).content
+
+
+def test_validation_suites_share_no_prompt_with_a_reported_suite():
+    """A recipe chosen on a validation suite must not have seen the cases it is reported on (it did: the
+    capitals questions of suite-projects-valid and suite-notool-valid were drawn again for the test suites)."""
+    from punie.eval.overlap import prompt_key
+
+    agent = Path(__file__).resolve().parents[1] / "data" / "agent"
+
+    def prompts(name: str) -> list[str]:
+        lines = (agent / f"{name}.jsonl").read_text().splitlines()
+        return [prompt_key(json.loads(line)["messages"]) for line in lines]
+
+    reported = {p for name in ("suite", "suite-projects", "suite-notool") for p in prompts(name)}
+    for name in ("suite-projects-valid", "suite-notool-valid"):
+        chosen_on = prompts(name)
+        assert len(chosen_on) == len(set(chosen_on)), f"{name} repeats a prompt"
+        assert not reported & set(chosen_on), f"{name} shares prompts with a reported suite"
+    assert len(prompts("suite-notool-valid")) == len(prompts("suite-notool"))

@@ -340,10 +340,36 @@ def build_project_suite(pool: str, seed: int) -> list[dict[str, Any]]:
         return suite_cases(runs)
 
 
-def build_foreign_suite(seed: int, pool: str = "test") -> list[dict[str, Any]]:
+def build_foreign_suite(seed: int, pool: str = "test", count: int = 40) -> list[dict[str, Any]]:
     """No-tool questions offered other agents' tools: the right step is to answer without a call."""
     with tempfile.TemporaryDirectory(prefix="punie-suite-") as tmp:
-        return suite_cases([(Path(tmp), task) for task in project_tasks.foreign_suite_tasks(seed, pool=pool)])
+        tasks = project_tasks.foreign_suite_tasks(seed, count, pool=pool)
+        return suite_cases([(Path(tmp), task) for task in tasks])
+
+
+def first_step_suites(source: Path, seed: int) -> dict[str, list[dict[str, Any]]]:
+    """The first-step suites. A validation suite shares no prompt with any reported suite, nor repeats one.
+
+    Both draw their questions from the same held-out pools (few capitals, translations), so without this a
+    recipe chosen on the validation suite would have seen some of the very cases it is reported on.
+    """
+    from punie.eval.overlap import prompt_key
+
+    tests = {"suite": build_suite(source, seed), "suite-projects": build_project_suite("test", seed),
+             "suite-notool": build_foreign_suite(seed)}
+    taken = {prompt_key(c["messages"]) for cases in tests.values() for c in cases}
+
+    def held_apart(cases: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        kept = []
+        for case in cases:
+            if (key := prompt_key(case["messages"])) not in taken:
+                taken.add(key)
+                kept.append(case)
+        return kept
+
+    notool = len(tests["suite-notool"])  # the same size as the reported one: draw more, keep the first unique
+    return tests | {"suite-projects-valid": held_apart(build_project_suite("valid", seed)),
+                    "suite-notool-valid": held_apart(build_foreign_suite(seed, "valid", 3 * notool))[:notool]}
 
 
 def suite_cases(runs: list[tuple[Path, demo_tasks.DemoTask]]) -> list[dict[str, Any]]:
@@ -395,9 +421,7 @@ def generate(out_dir: Path | str, *, seed: int = 42, store: TraceStore | None = 
     if report.rejected:
         raise DataError(f"{len(report.rejected)} demo traces failed validation, e.g. trace "
                         f"{report.rejected[0].trace_id}: {report.rejected[0].reason}")
-    suites = {"suite": build_suite(source, seed), "suite-projects": build_project_suite("test", seed),
-              "suite-projects-valid": build_project_suite("valid", seed), "suite-notool": build_foreign_suite(seed),
-              "suite-notool-valid": build_foreign_suite(seed, "valid")}
+    suites = first_step_suites(source, seed)
     tasks_root = Path(tasks_dir) if tasks_dir is not None else out_dir.parent / "tasks"
     suites |= write_task_suites(tasks_root, Path(os.path.relpath(tasks_root, out_dir)).as_posix(), seed)
     files = {**report.files, "manifest": out_dir / "export.json"}
