@@ -74,6 +74,10 @@ def test_pairs_past_two_to_one_are_refused_unless_allowed():
         [p | {"chosen": "No", "rejected": "Yes", "prompt": f"r{i}"} for i, p in enumerate(pairs("ababab"))]
     with pytest.raises(ImbalanceError, match="answer is 6 'no' : 2 'yes'"):
         check_balance(labelled, 2.0, allow=False)
+    # A category the training suite holds but no pair has: balanced among the rest, still refused.
+    assert check_balance(pairs("aabb"), 2.0, allow=False, suite_categories=["a", "b"]) == []
+    with pytest.raises(ImbalanceError, match="no training pair has category 'answer', which the training suite"):
+        check_balance(pairs("aabb"), 2.0, allow=False, suite_categories=["a", "b", "answer"])
 
 
 def test_sampling_is_seeded_and_greedy_stays_the_default(tiny_model):

@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import random
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -133,7 +133,8 @@ def improve(config: ImproveConfig, *, on_round: Callable[[int, dict[str, Any]], 
         if on_round is not None:  # the counts, before the pairs can be refused
             on_round(n, record)
         split = write_pairs(folder / "pairs", pairing.pairs, config.valid_fraction, config.seed)
-        record["balance_warnings"] = check_balance(split["train"], config.max_ratio, allow=config.allow_imbalance)
+        record["balance_warnings"] = check_balance(split["train"], config.max_ratio, allow=config.allow_imbalance,
+                                                   suite_categories={c.category for c in train_suite.cases})
         result = train_dpo(_dpo_config(config, policy, folder / "pairs", out / f"dpo-{n}"), training)
         record |= {"adapter": str(result.output), "final_val_accuracy": result.final_val_accuracy}
         fileio.write_json(out / "improve.json", {"config": json.loads(config.model_dump_json()), "rounds": rounds})
@@ -251,8 +252,14 @@ def write_pairs(folder: Path, pairs: list[dict[str, Any]], valid_fraction: float
     return split
 
 
-def check_balance(pairs: list[dict[str, Any]], max_ratio: float, *, allow: bool) -> list[str]:
-    """Refuse (ImbalanceError) pairs whose category or label is past ``max_ratio``:1, unless ``allow``."""
+def check_balance(pairs: list[dict[str, Any]], max_ratio: float, *, allow: bool,
+                  suite_categories: Iterable[str] = ()) -> list[str]:
+    """Refuse (ImbalanceError) pairs whose category or label is past ``max_ratio``:1, unless ``allow``.
+
+    A category of the training suite (``suite_categories``) that gave no pair at all is the worst imbalance
+    of all: nothing in the pairs holds that behaviour while DPO moves the others (on the demo, the no-tool
+    ``answer`` cases gave none and the adapter began calling tools on questions).
+    """
     from punie.data.labels import imbalance, label_counts
 
     counts = label_counts([(p, "preference") for p in pairs])
@@ -262,6 +269,11 @@ def check_balance(pairs: list[dict[str, Any]], max_ratio: float, *, allow: bool)
         if ratio is not None:
             table = " : ".join(f"{n} {value!r}" for value, n in counts[name].items())
             problems.append(f"the training pairs' {name} is {table} ({ratio:.1f}:1, above {max_ratio:g}:1)")
+    paired = {str(p["category"]) for p in pairs if p.get("category") is not None}
+    missing = sorted({str(c) for c in suite_categories} - paired)
+    if pairs and missing:
+        problems.append(f"no training pair has category {', '.join(map(repr, missing))}, which the training "
+                        "suite holds")
     if problems and not allow:
         raise ImbalanceError("; ".join(problems) + ". DPO on them would teach the majority; nothing was trained. "
                              "Pass --allow-imbalance to train anyway, or add cases of the rarer values.")
