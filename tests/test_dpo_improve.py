@@ -7,7 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from punie.dpo.improve import ImbalanceError, ImproveConfig, check_balance, improve, make_pairs
+from punie.dpo.improve import (
+    ImbalanceError,
+    ImproveConfig,
+    check_balance,
+    downsample_categories,
+    improve,
+    make_pairs,
+)
 from punie.errors import DataError
 from punie.eval.engines import EngineOptions
 from punie.eval.inprocess import InProcessEngine
@@ -78,6 +85,20 @@ def test_pairs_past_two_to_one_are_refused_unless_allowed():
     assert check_balance(pairs("aabb"), 2.0, allow=False, suite_categories=["a", "b"]) == []
     with pytest.raises(ImbalanceError, match="no training pair has category 'answer', which the training suite"):
         check_balance(pairs("aabb"), 2.0, allow=False, suite_categories=["a", "b", "answer"])
+
+
+def test_downsample_cuts_the_commoner_categories_to_the_ratio_and_says_how_many():
+    pairs = [{"prompt": f"q{i}", "chosen": "a", "rejected": "b", "category": c}
+             for i, c in enumerate("eeeeeeeeeessssrrra")]  # 10 edit-like 'e', 4 's', 3 'r', 1 'a'
+    kept, dropped = downsample_categories(pairs, 2.0, seed=0)
+    assert dropped == {"e": 8, "s": 2, "r": 1}
+    assert sorted(p["category"] for p in kept) == sorted("eessrra")
+    assert [p["prompt"] for p in kept] == sorted((p["prompt"] for p in kept), key=lambda q: int(q[1:]))  # order kept
+    assert check_balance(kept, 2.0, allow=False) == []
+    assert downsample_categories(pairs, 2.0, seed=0) == (kept, dropped)  # seeded
+    assert downsample_categories(pairs, 2.0, seed=1)[0] != kept
+    balanced = pairs[10:]  # 4 : 3 : 1 is already past 2:1 for 's' only
+    assert downsample_categories(balanced, 4.0, seed=0) == (balanced, {})
 
 
 def test_sampling_is_seeded_and_greedy_stays_the_default(tiny_model):

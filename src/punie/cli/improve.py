@@ -34,6 +34,8 @@ def improve(
     batch_size: Annotated[int | None, typer.Option(help=_help("batch_size"))] = None,
     reference_answers: Annotated[bool | None, typer.Option(help=_help("reference_answers"))] = None,
     allow_imbalance: Annotated[bool | None, typer.Option(help=_help("allow_imbalance"))] = None,
+    downsample: Annotated[bool | None, typer.Option(help=_help("downsample"))] = None,
+    max_ratio: Annotated[float | None, typer.Option(help=_help("max_ratio"))] = None,
     iters: Annotated[int | None, typer.Option(help="DPO iterations per round (punie dpo --iters).")] = None,
     beta: Annotated[float | None, typer.Option(help="DPO beta (punie dpo --beta).")] = None,
     learning_rate: Annotated[float | None, typer.Option(help="DPO learning rate (punie dpo --learning-rate).")] = None,
@@ -64,6 +66,11 @@ def improve(
         err.print(f"[yellow]Interrupted.[/] What finished is in {output} (improve.json lists the rounds); "
                   "punie improve does not resume: start again with a new --output.")
         raise SystemExit(130) from None
+    for r in result.rounds:
+        if r.get("downsampled"):
+            dropped = ", ".join(f"{n} {category!r}" for category, n in r["downsampled"].items())
+            err.print(f"Round {r['round']}: --downsample dropped {dropped} training pair(s) to keep the categories "
+                      f"within {config.max_ratio:g}:1.")
     for warning in (w for r in result.rounds for w in r["balance_warnings"]):
         err.print(f"[yellow]Trained anyway (--allow-imbalance):[/] {warning}")
     for comp in result.comparisons:

@@ -64,6 +64,9 @@ class ImproveConfig(BaseModel):
     allow_imbalance: bool = Field(False, description="Train even when the pairs' categories or labels are "
                                                      "past 2:1.")
     max_ratio: float = Field(2.0, gt=1, description="The most/least common category or label ratio allowed.")
+    downsample: bool = Field(False, description="Drop training pairs of the commoner categories (a seeded choice) "
+                                                "until none has more than --max-ratio times the rarest; the "
+                                                "counts dropped are printed and kept in improve.json.")
     valid_fraction: float = Field(0.1, gt=0, lt=1, description="Share of pairs held out as DPO validation pairs.")
     dpo: dict[str, Any] = Field(default_factory=dict, description="punie dpo settings (iters, beta, ...).")
 
@@ -132,7 +135,11 @@ def improve(config: ImproveConfig, *, on_round: Callable[[int, dict[str, Any]], 
         fileio.write_json(out / "improve.json", {"config": json.loads(config.model_dump_json()), "rounds": rounds})
         if on_round is not None:  # the counts, before the pairs can be refused
             on_round(n, record)
-        split = write_pairs(folder / "pairs", pairing.pairs, config.valid_fraction, config.seed)
+        split = split_pairs(pairing.pairs, config.valid_fraction, config.seed)
+        if config.downsample:
+            split["train"], record["downsampled"] = downsample_categories(split["train"], config.max_ratio,
+                                                                          config.seed)
+        write_split(folder / "pairs", split)
         record["balance_warnings"] = check_balance(split["train"], config.max_ratio, allow=config.allow_imbalance,
                                                    suite_categories={c.category for c in train_suite.cases})
         result = train_dpo(_dpo_config(config, policy, folder / "pairs", out / f"dpo-{n}"), training)
@@ -236,9 +243,8 @@ def _concrete(arguments: dict[str, Any]) -> dict[str, Any]:
     return values
 
 
-def write_pairs(folder: Path, pairs: list[dict[str, Any]], valid_fraction: float,
-                seed: int) -> dict[str, list[dict[str, Any]]]:
-    """Split the pairs (seeded shuffle) into train.jsonl and valid.jsonl; refuse when too few to train."""
+def split_pairs(pairs: list[dict[str, Any]], valid_fraction: float, seed: int) -> dict[str, list[dict[str, Any]]]:
+    """The pairs split by a seeded shuffle into "train" and "valid"; refused when too few to train."""
     if len(pairs) < 2:
         raise DataError(f"only {len(pairs)} case(s) gave a preference pair; DPO needs at least 2 (one to train, one "
                         "to validate). Sample more drafts (--k), raise --temperature, use a larger training suite, "
@@ -246,10 +252,37 @@ def write_pairs(folder: Path, pairs: list[dict[str, Any]], valid_fraction: float
     order = list(range(len(pairs)))
     random.Random(seed).shuffle(order)
     n_valid = max(1, round(valid_fraction * len(pairs)))
-    split = {"valid": [pairs[i] for i in sorted(order[:n_valid])], "train": [pairs[i] for i in sorted(order[n_valid:])]}
+    return {"valid": [pairs[i] for i in sorted(order[:n_valid])], "train": [pairs[i] for i in sorted(order[n_valid:])]}
+
+
+def write_split(folder: Path, split: dict[str, list[dict[str, Any]]]) -> None:
     for name, rows in split.items():
         fileio.write_text(folder / f"{name}.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
-    return split
+
+
+def downsample_categories(pairs: list[dict[str, Any]], max_ratio: float,
+                          seed: int) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """(the pairs with every category cut to ``max_ratio`` x the rarest one's count, the number dropped per category).
+
+    The choice within a category is a seeded sample and the kept pairs keep their order. Only categories are
+    cut: a lean in yes/no labels is still refused by :func:`check_balance`, since dropping pairs to fix it
+    would hide that the suite itself leans.
+    """
+    by_category: dict[str, list[int]] = {}
+    for i, pair in enumerate(pairs):
+        by_category.setdefault(str(pair.get("category")), []).append(i)
+    if len(by_category) < 2:
+        return pairs, {}
+    cap = int(max_ratio * min(len(rows) for rows in by_category.values()))
+    rng = random.Random(seed)
+    keep: set[int] = set()
+    dropped: dict[str, int] = {}
+    for category, rows in sorted(by_category.items()):
+        if len(rows) > cap:
+            dropped[category] = len(rows) - cap
+            rows = rng.sample(rows, cap)
+        keep.update(rows)
+    return [p for i, p in enumerate(pairs) if i in keep], dropped
 
 
 def check_balance(pairs: list[dict[str, Any]], max_ratio: float, *, allow: bool,
