@@ -160,9 +160,10 @@ def test_one_tiny_round_end_to_end(tiny_model, tmp_path, run_cli):
     cli = run_cli("improve", "--suite", str(train_suite), "--eval-suite", str(held_out), "--output",
                   str(tmp_path / "cli"), "--model", str(tiny_model), "--adapter", str(adapter), "--k", "4",
                   "--temperature", "1.0", "--max-tokens", "6", "--allow-imbalance", "--iters", "2",
-                  "--dpo-batch-size", "2", "--sft-weight", "0.5")
+                  "--dpo-batch-size", "2", "--sft-weight", "0.5", "--keep", "last")
     assert cli.returncode == 0, cli.stderr
-    assert json.loads((tmp_path / "cli" / "dpo-1" / "manifest.json").read_text())["config"]["sft_weight"] == 0.5
+    dpo_config = json.loads((tmp_path / "cli" / "dpo-1" / "manifest.json").read_text())["config"]
+    assert (dpo_config["sft_weight"], dpo_config["keep"]) == (0.5, "last")
     assert "Round 1:" in cli.stderr and "case(s) gave pairs" in cli.stderr and "all drafts failed" in cli.stderr
     assert "dpo step 2/2: loss" in cli.stderr
     assert ("Trained anyway (--allow-imbalance)" in cli.stderr) == bool(
