@@ -213,6 +213,19 @@ def test_the_budget_stops_starting_work_and_says_so(data_dir, tiny_model, tmp_pa
     assert not (config.output / "runs").exists()
 
 
+def test_a_candidate_whose_settings_the_model_cannot_take_fails_alone(data_dir, tiny_model, tmp_path):
+    # The tiny model has 2 layers: --num-layers 5 is refused by training (a ConfigError), for that candidate only.
+    said: list[str] = []
+    config = sweep_config(data_dir, tiny_model, tmp_path, space={
+        "num_layers": [5, 2], "iters": [2], "batch_size": [4], "learning_rate": [1e-3]})
+    summary = sweep(config, on_message=said.append).summary
+    failed, ok = summary["candidates"]
+    assert "--num-layers 5 is larger than the model's 2 layers" in failed["error"] and not failed["selection"]
+    assert any(line.startswith(f"{failed['id']} failed: --num-layers 5") for line in said)
+    assert summary["status"] == "complete" and summary["winner"]["candidates"] == [ok["id"]]
+    assert ok["wall_s"]["train"] > 0 and ok["wall_s"]["eval"] > 0 and failed["wall_s"]["eval"] == 0
+
+
 def test_overlapping_suites_are_refused_before_anything_is_written(data_dir, tiny_model, tmp_path):
     config = sweep_config(data_dir, tiny_model, tmp_path)
     leaky = write_suite(tmp_path / "leaky.jsonl", range(14, 18))  # cases 14, 15 are training prompts

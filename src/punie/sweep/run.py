@@ -279,8 +279,10 @@ class SweepState:
             self.say(f"train {candidate.id} " + (f"from step {before} " if before else "") + f"to step {steps}")
             try:
                 _, seconds = timed(lambda: train_to(candidate, steps, self.training))
-            except TrainingError as exc:  # a diverging config is a result, not the end of the sweep
+            except (TrainingError, ConfigError) as exc:  # a diverging or impossible config (--num-layers past
+                # the model's) is that candidate's result, not the end of the sweep
                 record |= run_facts(run) | {"error": str(exc)}
+                self.say(f"{candidate.id} failed: {exc}")
                 self.write()
                 return None
             self.budget.record((run_facts(run)["steps"] or 0) - before, seconds, None)
@@ -290,7 +292,7 @@ class SweepState:
             raise DataError(f"{run.path} has trained {done} steps, past the {steps} this rung scores, and holds no "
                             f"selection score at step {steps}; start the sweep again in a new --output.")
         out = self._selection_dir(candidate, done)
-        return self._scored(candidate, self._evaluate(run.path, out, done))
+        return self._scored(candidate, self._evaluate(run.path, out, done, record))
 
     def _selection_dir(self, candidate: Candidate, steps: int) -> Path:
         return self.out / "selection" / candidate.id / f"step-{steps:06d}"
@@ -304,7 +306,9 @@ class SweepState:
         self.write()
         return float(scored["accuracy"])
 
-    def _evaluate(self, adapter: Path | None, out: Path, steps: int) -> dict[str, Any]:
+    def _evaluate(self, adapter: Path | None, out: Path, steps: int,
+                  record: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Score ``adapter`` on the selection suite (reusing a finished score); its seconds go to ``record``."""
         fresh = not (out / "results.json").is_file()
         if fresh:
             self.budget.check(0, f"scoring {adapter.name if adapter else 'the baseline'} on the selection suite")
@@ -315,6 +319,8 @@ class SweepState:
             raise KeyboardInterrupt
         if fresh:
             self.budget.record(0, 0.0, seconds)
+            if record is not None:
+                record["wall_s"]["eval"] = record["wall_s"].get("eval", 0.0) + seconds
         return selection_record(results, out, steps)
 
     def _score_config(self, index: int, rung: schedule.Rung) -> float | None:
@@ -370,4 +376,4 @@ class SweepState:
 
 def _record(c: Candidate) -> dict[str, Any]:
     return {"id": c.id, "config": c.config_index, "settings": c.settings, "seed": c.seed,
-            "adapter": str(c.train.output_dir()), "selection": [], "wall_s": {"train": 0.0}}
+            "adapter": str(c.train.output_dir()), "selection": [], "wall_s": {"train": 0.0, "eval": 0.0}}
