@@ -282,9 +282,9 @@ def run_eval(data: Path, workers_path: Path, *, specs: Sequence[str], train: Pat
         settings = EvalSettings(lam=lam, mu=mu, lams=parse_lams(lams), episodes=episodes, seed=seed)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+    planners = load_planners(specs)
     train_path = Path(train) if train is not None else Path(data).with_name("train.jsonl")
     test, workers = read_workflows(Path(data)), read_workers(Path(workers_path))
-    planners = load_planners(specs)
     results = evaluate(test, workers, read_workflows(train_path), planners, settings)
     results["inputs"] = {"data": str(data), "train": str(train_path), "workers": str(workers_path),
                          "planners": list(specs)}
