@@ -186,13 +186,14 @@ def test_profile_from_crafted_results_merges_suites_and_charges_batched_time_by_
 
 
 def test_profile_errors_name_what_is_missing(tmp_path):
-    only_read = _results(tmp_path / "r.json", [{"name": "adapter", "adapter": "ad", "cases": [_case("read", True, 5, 1.0)]}])
+    read = [_case("read", True, 5, 1.0)]
+    only_read = _results(tmp_path / "r.json", [{"name": "adapter", "adapter": "ad", "cases": read}])
     with pytest.raises(DataError, match=r"worker 'adapter' has no case of subtask type\(s\) list, search, edit, run, "
                                         r"answer in .*r\.json"):
         profile_workers([only_read])
     with pytest.raises(DataError, match="--price names nobody"):
         profile_workers([only_read], {"nobody": 1.0})
-    other = _results(tmp_path / "o.json", [{"name": "adapter", "adapter": "other", "cases": [_case("read", True, 5, 1.0)]}])
+    other = _results(tmp_path / "o.json", [{"name": "adapter", "adapter": "other", "cases": read}])
     with pytest.raises(DataError, match="one name must be one worker"):
         profile_workers([only_read, other])
     with pytest.raises(DataError, match="no such results file"):

@@ -22,8 +22,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from punie.planner.protocol import Assigner
 from punie.planner.simulate import best_assignment, expected
-from punie.planner.workers import WorkerSet
-from punie.planner.workflow import SUBTASK_TYPES, Subtask, SubtaskType, Workflow
+from punie.planner.workers import WorkerProfile, WorkerSet
+from punie.planner.workflow import Subtask, SubtaskType, Workflow
 
 
 class RandomAssigner:
@@ -38,9 +38,14 @@ class RandomAssigner:
         return {s.id: rng.choice(names) for s in workflow.subtasks}
 
 
+def mean_success(worker: WorkerProfile) -> float:
+    """Unweighted over the subtask types (a profile covers every one)."""
+    return sum(worker.success.values()) / len(worker.success)
+
+
 def strongest(workers: WorkerSet) -> str:
-    """The worker with the highest unweighted mean success over the subtask types (first on a tie)."""
-    return max(workers.workers, key=lambda w: sum(w.success[t] for t in SUBTASK_TYPES)).name
+    """The worker with the highest mean success over the subtask types (first on a tie)."""
+    return max(workers.workers, key=mean_success).name
 
 
 class StrongestAssigner:
@@ -93,7 +98,13 @@ class PerTypeAssigner:
     name = "per-type"
 
     def assign(self, workflow: Workflow, workers: WorkerSet, lam: float = 0.0, mu: float = 0.0) -> dict[str, str]:
-        return {s.id: max(workers.workers, key=lambda w, t=s.type: w.success[t]).name for s in workflow.subtasks}
+        return {s.id: best_at(s.type, workers) for s in workflow.subtasks}
+
+
+def best_at(kind: SubtaskType, workers: WorkerSet) -> str:
+    """The worker with the highest measured success on subtasks of type ``kind`` (first on a tie)."""
+    rates = [w.success[kind] for w in workers.workers]
+    return workers.workers[rates.index(max(rates))].name
 
 
 # Keyword rules: the first keyword found in a step's words decides its type. They were written as a

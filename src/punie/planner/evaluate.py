@@ -30,7 +30,7 @@ from punie import fileio
 from punie.errors import ConfigError
 from punie.planner.baselines import ASSIGNERS, REFERENCES, Oracle, RulePlanner, SingleAssigner, best_single, strongest
 from punie.planner.metrics import PlanCounts, apgr, executes, gap_closed
-from punie.planner.protocol import Assigner, Planner
+from punie.planner.protocol import Assigner, PlanningAssigner
 from punie.planner.simulate import Draws, Execution, draw, expected, outcomes, replay
 from punie.planner.workers import WorkerSet, read_workers
 from punie.planner.workflow import Workflow, read_workflows
@@ -120,7 +120,7 @@ class _Planned:
     invalid: list[dict[str, str]]
 
 
-def _plan_all(planner: Planner, test: Sequence[Workflow]) -> _Planned:
+def _plan_all(planner: PlanningAssigner, test: Sequence[Workflow]) -> _Planned:
     plans: dict[str, Workflow | None] = {}
     invalid = []
     for wf in test:
@@ -143,7 +143,7 @@ def _on_reference_ids(plan: Workflow, reference: Workflow) -> tuple[Workflow, di
     return renamed, rename
 
 
-def _end_to_end(ctx: _Context, planner: Planner, planned: _Planned, lam: float, mu: float) -> _Row:
+def _end_to_end(ctx: _Context, planner: PlanningAssigner, planned: _Planned, lam: float, mu: float) -> _Row:
     row = _Row()
     for wf in ctx.test:
         plan = planned.plans[wf.id]
@@ -172,7 +172,7 @@ def _sweep(settings: EvalSettings) -> list[float]:
 
 
 def evaluate(test: Sequence[Workflow], workers: WorkerSet, train: Sequence[Workflow],
-             planners: Sequence[Planner] = (), settings: EvalSettings | None = None) -> dict[str, Any]:
+             planners: Sequence[PlanningAssigner] = (), settings: EvalSettings | None = None) -> dict[str, Any]:
     """The results of ``punie planner eval`` as a JSON-ready dict (see :func:`punie.planner.evaluate`)."""
     settings = settings or EvalSettings()
     if not test:
@@ -233,10 +233,10 @@ def _summarise(ctx: _Context, train: Sequence[Workflow], routing: dict[str, dict
     }
 
 
-def load_planners(specs: Sequence[str]) -> list[Planner]:
+def load_planners(specs: Sequence[str]) -> list[PlanningAssigner]:
     """``rules`` is the keyword planner; anything else a trained planner directory, loaded by
     :func:`punie.planner.model.load_planner` (the learned planner's one loader)."""
-    planners: list[Planner] = []
+    planners: list[PlanningAssigner] = []
     for spec in specs:
         if spec == "rules":
             planners.append(RulePlanner())

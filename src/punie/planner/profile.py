@@ -121,13 +121,13 @@ def profile_workers(results: Sequence[Path], prices: Mapping[str, float] | None 
         if missing:
             raise DataError(f"worker {name!r} has no case of subtask type(s) {', '.join(missing)} in "
                             f"{', '.join(tally.sources)}; evaluate it on a suite with those categories too.")
-        profiles.append(WorkerProfile(
-            name=name, model=tally.model, adapter=tally.adapter, sources=tally.sources,
-            success={t: tally.passed[t] / tally.cases[t] for t in SUBTASK_TYPES},
-            cases={t: tally.cases[t] for t in SUBTASK_TYPES},
-            tokens={t: tally.tokens[t] / tally.cases[t] for t in SUBTASK_TYPES},
-            latency_s={t: tally.seconds[t] / tally.cases[t] for t in SUBTASK_TYPES},
-            price_per_token=(prices or {}).get(name, 1.0)))
+        profiles.append(WorkerProfile.model_validate({
+            "name": name, "model": tally.model, "adapter": tally.adapter, "sources": tally.sources,
+            "success": {t: tally.passed[t] / tally.cases[t] for t in SUBTASK_TYPES},
+            "cases": {t: tally.cases[t] for t in SUBTASK_TYPES},
+            "tokens": {t: tally.tokens[t] / tally.cases[t] for t in SUBTASK_TYPES},
+            "latency_s": {t: tally.seconds[t] / tally.cases[t] for t in SUBTASK_TYPES},
+            "price_per_token": (prices or {}).get(name, 1.0)}))
     return Profiled(WorkerSet(workers=profiles), ignored)
 
 

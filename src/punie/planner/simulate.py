@@ -140,13 +140,15 @@ def best_assignment(workflow: Workflow, workers: WorkerSet, lam: float = 0.0, mu
         best = max(itertools.product(*choices), key=reward)  # max keeps the first of equal rewards
         return dict(zip(ids, best, strict=True))
     by_type = {s.id: s.type for s in workflow.subtasks}
+    chosen = {}
+    for i, candidates in zip(ids, choices, strict=True):
+        def alone(w: str, i: str = i) -> tuple[float, float]:
+            p = profiles[w]
+            # Success first (a product: the best factor wins), then the cheaper worker.
+            return rate[i][w], -(lam * p.tokens[by_type[i]] * p.price_per_token + mu * p.latency_s[by_type[i]])
 
-    def alone(i: str, w: str) -> tuple[float, float]:
-        p = profiles[w]
-        # Success first when it differs (a product: the best factor wins), then the cheaper worker.
-        return rate[i][w], -(lam * p.tokens[by_type[i]] * p.price_per_token + mu * p.latency_s[by_type[i]])
-
-    return {i: max(c, key=lambda w, i=i: alone(i, w)) for i, c in zip(ids, choices, strict=True)}
+        chosen[i] = max(candidates, key=alone)
+    return chosen
 
 
 def outcomes(workflow: Workflow, workers: WorkerSet,
