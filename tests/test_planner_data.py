@@ -10,7 +10,7 @@ import pytest
 from punie.errors import ConfigError, DataError
 from punie.planner.convert import convert_traces, dependency_edges, trace_workflow, traces_to_workflows
 from punie.planner.generate import SPLITS, TEMPLATES, GenerateSettings, generate, write_synthetic
-from punie.planner.profile import parse_prices, profile_workers
+from punie.planner.profile import parse_names, parse_prices, profile_workers
 from punie.planner.workers import WorkerProfile, WorkerSet, read_workers
 from punie.planner.workflow import SUBTASK_TYPES, read_workflows
 from punie.traces.store import ToolCallRecord, Trace, TraceStore
@@ -174,8 +174,9 @@ def test_profile_from_crafted_results_merges_suites_and_charges_batched_time_by_
     batched = [_case("answer", True, 30), _case("answer", False, 10), _case("irrelevance", True, 40)]
     b = _results(tmp_path / "b.json", [{"name": "baseline", "adapter": None, "summary": {"elapsed_s": 16.0},
                                         "cases": batched}], timing="batched")
-    profiled = profile_workers([a, b], {"baseline": 2.5})
+    profiled = profile_workers([a, b], {"base": 2.5}, {"baseline": "base"})
     (w,) = profiled.workers.workers
+    assert w.name == "base"
     assert w.success["read"] == 0.5 and w.cases["read"] == 2 and w.tokens["read"] == 20 and w.latency_s["read"] == 3
     assert w.success["search"] == 0.0
     # answer: 1 per-case (10 tokens, 2 s) + 2 batched; the batched run's 16 s split 30:10:40 by tokens -> 6 s, 2 s.
@@ -200,13 +201,19 @@ def test_profile_errors_name_what_is_missing(tmp_path):
         profile_workers([tmp_path / "missing.json"])
     with pytest.raises(ConfigError, match="expected NAME=PRICE"):
         parse_prices(["remote"])
+    with pytest.raises(DataError, match="--name renames nobody"):
+        profile_workers([only_read], names={"nobody": "x"})
+    with pytest.raises(ConfigError, match="two runs one worker name"):
+        parse_names(["a=x", "b=x"])
 
 
 def test_the_shipped_workers_are_profiled_from_the_committed_results(monkeypatch):
     monkeypatch.chdir(DATA.parents[1])  # workers.json names its sources relative to the repository
     shipped = read_workers(DATA / "workers.json")
+    # The command in data/planner/README.md.
     again = profile_workers([Path("data/planner/results-projects-valid.json"),
-                             Path("data/planner/results-notool-valid.json")]).workers
+                             Path("data/planner/results-notool-valid.json")],
+                            names={"baseline": "base", "adapter": "demo-sft"}).workers
     assert [w.name for w in shipped.workers] == [w.name for w in again.workers]
     for a, b in zip(shipped.workers, again.workers, strict=True):
         assert a == b

@@ -61,12 +61,14 @@ def profile(
     out_path: Annotated[Path, typer.Option("--out", help="The workers.json to write.")] = Path("workers.json"),
     price: Annotated[list[str] | None, typer.Option(help="NAME=PRICE: a worker's price per token (default 1.0).")]
     = None,
+    name: Annotated[list[str] | None, typer.Option(help="RUN=WORKER: name the worker of an eval run "
+                                                  "(default: the run's name).")] = None,
 ) -> None:
     """Write worker profiles (success, tokens, latency per subtask type) from eval results."""
-    from punie.planner.profile import parse_prices, profile_workers
+    from punie.planner.profile import parse_names, parse_prices, profile_workers
     from punie.planner.workers import write_workers
 
-    profiled = profile_workers(results, parse_prices(price or []))
+    profiled = profile_workers(results, parse_prices(price or []), parse_names(name or []))
     write_workers(out_path, profiled.workers)
     for category, n in sorted(profiled.ignored.items()):
         err.print(f"left out {n} case(s) of category {category!r}: not a subtask type")
@@ -117,7 +119,7 @@ def _print_eval(results: dict) -> None:
                   f"DAG valid {f(p['dag_validity'])}")
     table = Table(title=f"routing on the reference plans (λ={results['settings']['lam']})", box=None)
     for column in ("assigner", "success", "cost", "latency s", "reward", "worker acc", "APGR", "gap closed"):
-        table.add_column(column, justify="left" if column == "assigner" else "right")
+        table.add_column(column, justify="left" if column == "assigner" else "right", no_wrap=column == "assigner")
     rows = [*results["routing"].items(), *((f"{n} (end to end)", r) for n, r in results["end_to_end"].items())]
     for name, r in rows:
         table.add_row(name, f(r["success"]), f(r["cost"], ".1f"), f(r["latency_s"], ".2f"), f(r["reward"]),

@@ -101,8 +101,10 @@ def _tally_run(path: Path, data: dict[str, Any], run: dict[str, Any], tallies: d
         tally.add(category, bool(case.get("passed")), float(case["generated_tokens"]), seconds)
 
 
-def profile_workers(results: Sequence[Path], prices: Mapping[str, float] | None = None) -> Profiled:
-    """One worker per run name across ``results``; ``prices`` (worker -> price per token) for endpoints."""
+def profile_workers(results: Sequence[Path], prices: Mapping[str, float] | None = None,
+                    names: Mapping[str, str] | None = None) -> Profiled:
+    """One worker per run name across ``results``; ``prices`` (worker -> price per token) for endpoints;
+    ``names`` renames runs (``baseline`` -> ``base``): prices name the new names."""
     if not results:
         raise DataError("no results file given; pass --results runs/NAME/results.json (one or more).")
     tallies: dict[str, _Tally] = {}
@@ -111,6 +113,11 @@ def profile_workers(results: Sequence[Path], prices: Mapping[str, float] | None 
         data = _read(Path(path))
         for run in data["runs"]:
             _tally_run(Path(path), data, run, tallies, ignored)
+    not_runs = sorted(set(names or {}) - set(tallies))
+    if not_runs:
+        raise DataError(f"--name renames {', '.join(not_runs)}, which no results file has as a run; "
+                        f"the runs are {', '.join(tallies)}.")
+    tallies = {(names or {}).get(run, run): tally for run, tally in tallies.items()}
     unknown = sorted(set(prices or {}) - set(tallies))
     if unknown:
         raise DataError(f"--price names {', '.join(unknown)}, which no results file has as a run; "
@@ -129,6 +136,19 @@ def profile_workers(results: Sequence[Path], prices: Mapping[str, float] | None 
             "latency_s": {t: tally.seconds[t] / tally.cases[t] for t in SUBTASK_TYPES},
             "price_per_token": (prices or {}).get(name, 1.0)}))
     return Profiled(WorkerSet(workers=profiles), ignored)
+
+
+def parse_names(items: Sequence[str]) -> dict[str, str]:
+    """``["baseline=base", ...]`` -> {"baseline": "base"}; ConfigError naming the bad item."""
+    names = {}
+    for item in items:
+        old, sep, new = item.partition("=")
+        if not sep or not old or not new:
+            raise ConfigError(f"--name {item!r}: expected RUN=WORKER (e.g. baseline=base).")
+        names[old] = new
+    if len(set(names.values())) != len(names):
+        raise ConfigError(f"--name gives two runs one worker name: {', '.join(items)}")
+    return names
 
 
 def parse_prices(items: Sequence[str]) -> dict[str, float]:

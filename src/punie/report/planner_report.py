@@ -17,7 +17,8 @@ from punie.report.templates import render_template
 
 TEMPLATE = "planner.html.j2"
 WIDTH, HEIGHT, LEFT, RIGHT, TOP, BOTTOM = 640, 320, 52, 170, 14, 36
-COLOURS = ("#3a6fd8", "#e07b00", "#1e7b34", "#b00020", "#7b3fb0", "#008b8b", "#8a5a00", "#c2185b", "#555")
+COLOURS = ("#3a6fd8", "#e07b00", "#1e7b34", "#b00020", "#7b3fb0", "#008b8b", "#8a5a00", "#c2185b", "#555", "#6b8e23",
+           "#1f4e79", "#d2691e")
 
 
 def write_planner_report(out_dir: Path | str) -> Path:
