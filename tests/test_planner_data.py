@@ -217,3 +217,18 @@ def test_the_shipped_workers_are_profiled_from_the_committed_results(monkeypatch
     assert [w.name for w in shipped.workers] == [w.name for w in again.workers]
     for a, b in zip(shipped.workers, again.workers, strict=True):
         assert a == b
+
+
+def test_cli_profile_then_data(run_cli, tmp_path):
+    cases = [_case(t, True, 10, 1.0) for t in SUBTASK_TYPES]
+    results = _results(tmp_path / "r.json", [{"name": "baseline", "adapter": None, "cases": cases}])
+    proc = run_cli("planner", "profile", "--results", str(results), "--name", "baseline=base", "--price", "base=2",
+                   "--out", str(tmp_path / "workers.json"))
+    assert proc.returncode == 0, proc.stderr
+    assert read_workers(tmp_path / "workers.json").get("base").price_per_token == 2.0
+    proc = run_cli("planner", "data", "--workers", str(tmp_path / "workers.json"), "--out", str(tmp_path / "d"),
+                   "--train", "5", "--valid", "2", "--test", "2")
+    assert proc.returncode == 0, proc.stderr
+    assert [len(read_workflows(tmp_path / "d" / f"{s}.jsonl")) for s in ("train", "valid", "test")] == [5, 2, 2]
+    manifest = json.loads((tmp_path / "d" / "manifest.json").read_text())
+    assert manifest["synthetic"] is True and manifest["counts"] == {"train": 5, "valid": 2, "test": 2}
