@@ -32,7 +32,7 @@ from pathlib import Path
 
 from punie import fileio
 from punie.errors import ConfigError
-from punie.planner.simulate import best_assignment, sample
+from punie.planner.simulate import best_assignment, expected
 from punie.planner.workers import WorkerSet, read_workers
 from punie.planner.workflow import Outcome, Subtask, Workflow, write_workflows
 
@@ -186,9 +186,9 @@ def supervise(plan: Workflow, workers: WorkerSet, settings: GenerateSettings, rn
         outcome = Outcome(success=rng.random() < p.success[s.type], tokens=round(p.tokens[s.type]),
                           latency_s=round(p.latency_s[s.type], 3))
         subtasks.append(s.model_copy(update={"worker": p.name, "outcome": outcome}))
-    run = sample(plan, assignment, workers, random.Random(0))  # cost and latency only; success from above
+    latency = expected(plan, assignment, workers).latency_s  # the critical path; success is drawn above
     total = Outcome(success=all(s.outcome.success for s in subtasks if s.outcome),
-                    tokens=sum(s.outcome.tokens for s in subtasks if s.outcome), latency_s=round(run.latency_s, 3))
+                    tokens=sum(s.outcome.tokens for s in subtasks if s.outcome), latency_s=round(latency, 3))
     return plan.model_copy(update={"subtasks": subtasks, "outcome": total})
 
 

@@ -88,19 +88,15 @@ def draw(workflow: Workflow, workers: WorkerSet, episodes: int, seed: int = 0) -
     return [{s.id: {name: rng.random() for name in names} for s in workflow.subtasks} for _ in range(episodes)]
 
 
-def succeeded(workflow: Workflow, assignment: Mapping[str, str], workers: WorkerSet,
-              episode: Mapping[str, Mapping[str, float]]) -> dict[str, bool]:
-    """Which subtasks succeeded in one episode of common draws under ``assignment``."""
-    profiles = workers.by_name()
-    return {i: episode[i][w] < profiles[w].success[t] for i, t, w in _assigned(workflow, assignment, workers)}
-
-
 def replay(workflow: Workflow, assignment: Mapping[str, str], workers: WorkerSet, draws: Draws) -> Execution:
     """The mean over the episodes of ``draws``: success is the share of episodes where every subtask succeeded."""
     if not draws:
         raise ValueError("replay needs at least one episode of draws")
-    cost, latency = _cost_and_latency(workflow, _assigned(workflow, assignment, workers), workers)
-    wins = sum(all(succeeded(workflow, assignment, workers, episode).values()) for episode in draws)
+    rows = _assigned(workflow, assignment, workers)
+    cost, latency = _cost_and_latency(workflow, rows, workers)
+    profiles = workers.by_name()
+    rates = [(i, w, profiles[w].success[t]) for i, t, w in rows]
+    wins = sum(all(episode[i][w] < p for i, w, p in rates) for episode in draws)
     return Execution(wins / len(draws), cost, latency)
 
 
