@@ -140,6 +140,16 @@ def test_transitive_edges_are_dropped():
     assert dependency_edges(steps) == [(0, 1), (1, 2)]
 
 
+def test_subtasks_are_labelled_with_the_worker_that_ran_the_trace_and_only_then():
+    workers = WorkerSet(workers=[_worker("base", 0.5).model_copy(update={"model": "m"}),
+                                 _worker("sft", 0.5).model_copy(update={"model": "m", "adapter": "ad"})])
+    calls = [(1, "open_file", {"path": "a.py"}, "x")]  # another agent's name for read_file
+    assert {s.worker for s in trace_workflow(_trace(calls, adapter="ad", model="m"), workers).subtasks} == {"sft"}
+    assert {s.worker for s in trace_workflow(_trace(calls, model="m"), workers).subtasks} == {"base"}
+    assert {s.worker for s in trace_workflow(_trace(calls, model="scripted-policy"), workers).subtasks} == {None}
+    assert trace_workflow(_trace(calls), workers).types() == ["read", "answer"]
+
+
 def test_traces_that_cannot_be_workflows_are_reported_not_dropped(tmp_path):
     good = _trace([(1, "read_file", {"path": "a.py"}, "x")], id=1)
     unknown = _trace([(1, "dance", {}, "")], id=2)

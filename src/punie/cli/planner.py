@@ -87,8 +87,8 @@ def eval_planner(
     workers: Annotated[Path, typer.Option(help="workers.json.")] = Path("data/planner/workers.json"),
     train: Annotated[Path | None, typer.Option(help="Training workflows the best single worker is chosen on "
                                                "(default: train.jsonl beside --data).")] = None,
-    planner: Annotated[list[str] | None, typer.Option(help="Also evaluate this planner: 'rules' (keyword rules) "
-                                                      "or a planner directory; repeatable.")] = None,
+    planner: Annotated[list[str] | None, typer.Option(help="Also evaluate this planner directory; repeatable. "
+                                                      "'rules' (the keyword planner) is always evaluated.")] = None,
     lam: Annotated[float, typer.Option(help="Price of a cost unit (a local token) in the reward.")] = 0.0,
     mu: Annotated[float, typer.Option(help="Price of a second of latency in the reward.")] = 0.0,
     lams: Annotated[str | None, typer.Option(help="The λ sweep of the cost-quality curve, comma-separated.")] = None,
@@ -101,8 +101,9 @@ def eval_planner(
     """Score planners and the routers' baselines on held-out workflows; write results.json and report.html."""
     from punie.planner.evaluate import run_eval
 
-    specs = [*(planner or []), *([str(planner_dir)] if planner_dir else [])]
-    results, page = run_eval(data, workers, specs=specs or ["rules"], train=train, lam=lam, mu=mu, lams=lams,
+    # The keyword planner is a baseline: always scored, beside any trained planner.
+    specs = list(dict.fromkeys(["rules", *(planner or []), *([str(planner_dir)] if planner_dir else [])]))
+    results, page = run_eval(data, workers, specs=specs, train=train, lam=lam, mu=mu, lams=lams,
                              episodes=episodes, seed=seed, out_dir=out_dir, force=force)
     _print_eval(results)
     out.print(f"Wrote {out_dir / 'results.json'} and {page}")

@@ -16,7 +16,7 @@ is an ``answer`` subtask. Edges, from an earlier step ``i`` to a later step ``j`
 
 The edges kept are the transitive reduction (``a->b->c`` makes ``a->c`` implied), the form the
 synthetic data has. Traces store no per-turn token counts, so converted workflows carry no
-outcome; ``worker`` is set when a worker profile has the trace's adapter (and model).
+outcome; ``worker`` is set when a worker profile has the trace's adapter (or, without one, its model).
 """
 
 from __future__ import annotations
@@ -36,11 +36,12 @@ from punie.traces.store import Trace, TraceStore
 
 # punie's tools (punie.traces.tools) and the common names other agents give the same operations.
 TOOL_TYPES: dict[str, SubtaskType] = {
-    "list_dir": "list", "list_files": "list", "ls": "list",
-    "read_file": "read", "cat": "read",
-    "search": "search", "grep": "search",
-    "write_file": "edit", "edit_file": "edit", "apply_patch": "edit",
-    "run_command": "run", "run": "run", "bash": "run",
+    "list_dir": "list", "list_files": "list", "list_directory": "list", "ls": "list",
+    "read_file": "read", "open_file": "read", "view_file": "read", "cat_file": "read", "cat": "read",
+    "search": "search", "grep": "search", "find_text": "search", "search_code": "search",
+    "write_file": "edit", "edit_file": "edit", "save_file": "edit", "create_file": "edit", "put_file": "edit",
+    "apply_patch": "edit",
+    "run_command": "run", "run": "run", "shell": "run", "exec_command": "run", "bash": "run",
 }
 _TOKEN = re.compile(r"[\w./-]{3,}")
 _MIN_VALUE = 3  # shorter values ("." for the workspace root) match almost any output
@@ -134,10 +135,12 @@ def dependency_edges(steps: list[_Step]) -> list[tuple[int, int]]:
 
 
 def _worker(trace: Trace, workers: WorkerSet | None) -> str | None:
-    if workers is None:
-        return None
-    for w in workers.workers:
-        if w.adapter == trace.adapter and (trace.adapter is not None or w.model in (None, trace.model, "default")):
+    """The profile that ran the trace: the one with its adapter, or without an adapter the one with its
+    model. Unlabelled rather than guessed when none matches (a scripted demo policy is no worker)."""
+    for w in workers.workers if workers is not None else ():
+        if trace.adapter is not None and w.adapter == trace.adapter:
+            return w.name
+        if trace.adapter is None and w.adapter is None and trace.model is not None and w.model == trace.model:
             return w.name
     return None
 
