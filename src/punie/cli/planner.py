@@ -80,7 +80,7 @@ def profile(
 
 @app.command("eval")
 def eval_planner(
-    planner_dir: Annotated[Path | None, typer.Argument(help="A trained planner directory (omit with --planner rules).")]
+    planner_dir: Annotated[Path | None, typer.Argument(help="A trained planner directory (omit: baselines only).")]
     = None,
     *,
     data: Annotated[Path, typer.Option(help="The held-out workflows (JSONL).")] = Path("data/planner/test.jsonl"),
