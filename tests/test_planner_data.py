@@ -84,6 +84,17 @@ def test_generated_workflows_are_synthetic_dags_with_parallel_branches_and_best_
         assert [s.id for s in w.ordered().subtasks] == [s.id for s in w.subtasks]  # listed in topological order
 
 
+def test_a_template_its_phrasing_cannot_state_is_refused(monkeypatch):
+    import random
+
+    from punie.planner import generate as gen
+
+    # read -> edit -> run plus read -> run: "read X, then edit Y, then run Z" would not say the skip edge.
+    monkeypatch.setitem(gen.TEMPLATES, "skip", ("skip", ("read", "edit", "run"), ((0, 1), (1, 2), (0, 2))))
+    with pytest.raises(ValueError, match="not layered"):
+        gen.make_workflow("w", "skip", "then", random.Random(0), WORKERS, GenerateSettings())
+
+
 def test_a_high_price_of_cost_moves_the_supervision_to_the_cheaper_worker():
     wfs = generate(WORKERS, GenerateSettings(lam=1.0), {"train": 12})["train"]
     assert {s.worker for w in wfs for s in w.subtasks} == {"tools"}  # 5 tokens vs 10 at 1.0 a token

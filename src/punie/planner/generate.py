@@ -90,9 +90,7 @@ def _then(stages: list[list[str]]) -> str:
 
 def _steps(stages: list[list[str]]) -> str:
     middle = ("Next", "Then", "After that")
-    words = ["First", *(middle[i % 3] for i in range(len(stages) - 2)), "Finally"][-len(stages):]
-    if len(stages) == 1:
-        words = ["First"]
+    words = ["First", *(middle[i % 3] for i in range(len(stages) - 2)), "Finally"] if len(stages) > 1 else ["First"]
     return " ".join(f"{w} {' and '.join(s)}." for w, s in zip(words, stages, strict=True))
 
 
@@ -165,8 +163,11 @@ def make_workflow(wid: str, template: str, family: str, rng: random.Random, work
     _, types, edges = TEMPLATES[template]
     clauses = _clauses(types, rng)
     stages = _stages(types, edges)
-    if [i for s in stages for i in s] != list(range(len(types))):
-        raise ValueError(f"template {template!r} lists its steps out of stage order")
+    # The families say "A and B, then C": every step of a stage feeds every step of the next, and
+    # steps are listed stage by stage. A template that is not so layered could not be phrased truly.
+    layered = {(a, b) for one, two in zip(stages, stages[1:], strict=False) for a in one for b in two}
+    if [i for s in stages for i in s] != list(range(len(types))) or layered != set(edges):
+        raise ValueError(f"template {template!r} is not layered stage by stage in its listed order")
     instruction = FAMILIES[family]([[clauses[i] for i in s] for s in stages])
     ids = [f"s{i + 1}" for i in range(len(types))]
     plan = Workflow(id=wid, instruction=instruction, template=f"{template}/{family}", source="synthetic",
