@@ -94,8 +94,8 @@ def eval_planner(
     lams: Annotated[str | None, typer.Option(help="The λ sweep of the cost-quality curve, comma-separated.")] = None,
     episodes: Annotated[int, typer.Option(help="Simulated episodes per workflow.")] = 200,
     seed: Annotated[int, typer.Option(help="Seed of the common random draws.")] = 0,
-    out_dir: Annotated[Path, typer.Option("--out", help="Where to write results.json and report.html.")]
-    = Path("planner-eval"),
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Where to write results.json and report.html "
+                                                 "(default: a new planner-eval-DATE under PUNIE_HOME/runs).")] = None,
     force: Annotated[bool, typer.Option(help="Replace results already in --out.")] = False,
 ) -> None:
     """Score planners and the routers' baselines on held-out workflows; write results.json and report.html."""
@@ -106,7 +106,7 @@ def eval_planner(
     results, page = run_eval(data, workers, specs=specs, train=train, lam=lam, mu=mu, lams=lams,
                              episodes=episodes, seed=seed, out_dir=out_dir, force=force)
     _print_eval(results)
-    out.print(f"Wrote {out_dir / 'results.json'} and {page}")
+    out.print(f"Wrote {page.parent / 'results.json'} and {page}")
 
 
 def _print_eval(results: dict) -> None:

@@ -26,7 +26,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from punie import fileio
+from punie import fileio, paths
 from punie.errors import ConfigError
 from punie.planner.baselines import ASSIGNERS, REFERENCES, Oracle, RulePlanner, SingleAssigner, best_single, strongest
 from punie.planner.metrics import PlanCounts, apgr, executes, gap_closed
@@ -272,11 +272,12 @@ def parse_lams(text: str | None) -> tuple[float, ...]:
 
 def run_eval(data: Path, workers_path: Path, *, specs: Sequence[str], train: Path | None = None, lam: float = 0.0,
              mu: float = 0.0, lams: str | None = None, episodes: int = 200, seed: int = 0,
-             out_dir: Path = Path("planner-eval"), force: bool = False) -> tuple[dict[str, Any], Path]:
-    """Read the files, evaluate, write ``out_dir/results.json`` (atomically) and ``report.html``."""
+             out_dir: Path | None = None, force: bool = False) -> tuple[dict[str, Any], Path]:
+    """Read the files, evaluate, write ``out_dir/results.json`` (atomically) and ``report.html``; by default
+    into a new ``planner-eval-DATE`` under the runs directory, as ``punie eval`` does."""
     from punie.report.planner_report import write_planner_report
 
-    out = Path(out_dir)
+    out = Path(out_dir) if out_dir is not None else _new_run_dir()
     if (out / "results.json").exists() and not force:
         raise ConfigError(f"--out {out} already holds results.json; pass --force to replace it, "
                           "or choose another --out.")
@@ -292,3 +293,12 @@ def run_eval(data: Path, workers_path: Path, *, specs: Sequence[str], train: Pat
                          "planners": list(specs)}
     fileio.write_json(out / "results.json", results)
     return results, write_planner_report(out)
+
+
+def _new_run_dir() -> Path:
+    stem = paths.runs_dir() / f"planner-eval-{datetime.now():%Y%m%d-%H%M%S}"
+    out, n = stem, 1
+    while out.exists():  # two evals started in the same second
+        n += 1
+        out = stem.with_name(f"{stem.name}-{n}")
+    return out
