@@ -6,6 +6,7 @@ import typer
 
 from punie.cli import agent, data, demo, doctor, dpo, generate, improve, models, report, serve, sweep, traces, train
 from punie.cli.eval import eval_command
+from punie.cli.planner import app as planner_app
 
 app = typer.Typer(
     name="punie",
@@ -28,3 +29,4 @@ app.command("eval")(eval_command)
 app.add_typer(report.app, name="report")
 app.add_typer(agent.app, name="agent")
 app.add_typer(traces.app, name="traces")
+app.add_typer(planner_app, name="planner")

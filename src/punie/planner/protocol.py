@@ -29,3 +29,7 @@ class Assigner(Protocol):
     def assign(self, workflow: Workflow, workers: WorkerSet, lam: float = 0.0, mu: float = 0.0) -> dict[str, str]:
         """A worker name for every subtask id; ``lam``/``mu`` price cost and latency as the reward does."""
         ...
+
+
+class PlanningAssigner(Planner, Assigner, Protocol):
+    """A planner that also assigns: the rule-based planner and the learned one (``load_planner``)."""
