@@ -4,7 +4,22 @@ from __future__ import annotations
 
 import typer
 
-from punie.cli import agent, data, demo, doctor, dpo, generate, improve, models, report, serve, sweep, traces, train
+from punie.cli import (
+    agent,
+    data,
+    demo,
+    doctor,
+    dpo,
+    generate,
+    improve,
+    models,
+    planner,
+    report,
+    serve,
+    sweep,
+    traces,
+    train,
+)
 from punie.cli.eval import eval_command
 
 app = typer.Typer(
@@ -28,3 +43,5 @@ app.command("eval")(eval_command)
 app.add_typer(report.app, name="report")
 app.add_typer(agent.app, name="agent")
 app.add_typer(traces.app, name="traces")
+app.add_typer(planner.app, name="planner")
+app.command("plan")(planner.plan)

@@ -99,6 +99,8 @@ def worker_features(types: Sequence[str], workers: WorkerSet, lam: float, mu: fl
     Costs are logs (a remote worker may cost 100x a local one); ``cost_penalty``/``latency_penalty`` are the
     reward's own terms (lam*cost, mu*latency), so the head sees a price in the units the reward is in;
     ``rel_*`` are each value minus the set's mean, which is what makes scoring *as a set* possible.
+    Each feature is scaled to about [-1, 1] for typical profiles: a randomly initialised head is then
+    not already saturated, which would leave RL from it no gradient.
     """
     profiles = workers.workers
     out = np.zeros((len(types), len(profiles), len(WORKER_FEATURES)), dtype=np.float32)
@@ -107,10 +109,15 @@ def worker_features(types: Sequence[str], workers: WorkerSet, lam: float, mu: fl
         cost = np.array([w.tokens[t] * w.price_per_token for w in profiles])  # type: ignore[index]
         latency = np.array([w.latency_s[t] for w in profiles])  # type: ignore[index]
         log_cost, log_latency = np.log1p(cost), np.log1p(latency)
-        out[i] = np.stack([p, np.log(p + 1e-3), log_cost, log_latency, lam * cost, mu * latency,
+        out[i] = np.stack([p, np.log(p + 1e-3) / 3, log_cost / 5, log_latency / 3, lam * cost, mu * latency,
                            p - p.mean(), log_cost - log_cost.mean(), log_latency - log_latency.mean(),
-                           np.full_like(p, math.log10(lam + 1e-6)), np.full_like(p, math.log10(mu + 1e-6))], axis=-1)
+                           np.full_like(p, _log_price(lam)), np.full_like(p, _log_price(mu))], axis=-1)
     return out
+
+
+def _log_price(price: float) -> float:
+    """A price on a log scale: 1e-6 -> -1, 1e-3 -> 0, 1 -> 1."""
+    return (math.log10(price + 1e-6) + 3) / 3
 
 
 # ---- the network -------------------------------------------------------------------------------
@@ -132,6 +139,8 @@ class PlannerModel(nn.Module):
         h = config.worker_hidden
         self.worker_state, self.worker_profile = nn.Linear(d, h), nn.Linear(len(WORKER_FEATURES), h)
         self.worker_mid, self.worker_out = nn.Linear(h, h), nn.Linear(h, 1)
+        # Zero scores at the start: every worker equally likely, so RL from a fresh head explores.
+        self.worker_out.weight = mx.zeros_like(self.worker_out.weight)
 
     def encode(self, tokens: mx.array, mask: mx.array) -> tuple[mx.array, mx.array]:
         """(memory (B, L, d), additive key mask (B, 1, 1, L)) for word ids ``tokens`` and their 0/1 ``mask``."""
@@ -231,8 +240,9 @@ class LearnedPlanner:
         types = self.model.greedy_types(tokens, mask)[0]
         _, states = self.model.states(tokens, mask, mx.array([types], dtype=mx.int32))
         scores = np.array(self.model.edge_logits(states)[0].astype(mx.float32))
-        subtasks = [Subtask(id=f"s{i + 1}", type=SUBTASK_TYPES[t], description=DESCRIPTIONS[SUBTASK_TYPES[t]])
-                    for i, t in enumerate(types)]  # type: ignore[arg-type]
+        names = [SUBTASK_TYPES[t] for t in types]
+        subtasks = [Subtask.model_validate({"id": f"s{i + 1}", "type": t, "description": DESCRIPTIONS[t]})
+                    for i, t in enumerate(names)]
         edges = [(f"s{a + 1}", f"s{b + 1}") for a, b in edges_from_scores(len(types), scores)]
         return Workflow(id="plan", instruction=instruction, subtasks=subtasks, edges=edges)
 

@@ -221,7 +221,8 @@ def _plan_matches(model: PlannerModel, ex: Examples, rows: np.ndarray, batch: di
 
 
 # ---- the loop ----------------------------------------------------------------------------------
-def _file_record(path: Path) -> dict[str, Any]:
+def file_record(path: Path) -> dict[str, Any]:
+    """A file as a manifest names it: where it was and what it held."""
     return {"path": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
 
 
@@ -250,9 +251,9 @@ def train_planner(config: PlannerTrainConfig, callback: ReportCallback | None = 
     run.claim(plan)
     manifest: dict[str, Any] = {
         "kind": "punie planner", "status": "running", "config": config.model_dump(mode="json"),
-        "data": {"train": _file_record(train_file) | {"workflows": len(train_set)},
-                 "valid": _file_record(valid_file) | {"workflows": len(valid_set)}},
-        "workers": _file_record(workers_file) if workers_file else None,
+        "data": {"train": file_record(train_file) | {"workflows": len(train_set)},
+                 "valid": file_record(valid_file) | {"workflows": len(valid_set)}},
+        "workers": file_record(workers_file) if workers_file else None,
         "worker_names": [w.name for w in workers.workers] if workers else [],
         "process": training_process(), "versions": software_versions(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
