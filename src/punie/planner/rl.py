@@ -7,8 +7,9 @@ mu*latency`` from :func:`punie.planner.simulate.sample`. Two baselines:
 
 - ``reinforce``: the advantage is the reward minus a moving average of past rewards;
 - ``grpo``: ``group`` assignments are sampled for the same episode and each one's advantage is its
-  reward minus the group's mean (the GRPO group baseline, without the std division, which would
-  blow up groups whose rewards barely differ).
+  reward minus the group's mean, divided by the group's standard deviation (``normalize``). With
+  lam drawn per episode the division matters: rewards at a high lam are many times larger than at a
+  low one, and without it the high-lam episodes decide every step.
 
 Only the worker head learns. The plan (types and edges) stays as supervised: the simulator scores a
 plan by success, cost and latency alone, so a policy gradient on the plan would learn to emit one
@@ -58,10 +59,15 @@ class RLConfig(BaseModel):
     algo: Literal["reinforce", "grpo"] = Field(default="grpo", description="Baseline: moving average (reinforce) "
                                                "or the mean of a group of samples of the same episode (grpo).")
     group: int = Field(default=8, ge=2, description="Assignments sampled per episode (grpo).")
+    normalize: bool = Field(default=True, description="Divide each group's advantages by its reward spread "
+                            "(grpo), so an episode priced high (large rewards) does not drown the others out.")
     batch_size: int = Field(default=16, ge=1, description="Episodes per step.")
-    iters: int = Field(default=200, ge=1, description="Policy-gradient steps.")
+    iters: int = Field(default=300, ge=1, description="Policy-gradient steps.")
     learning_rate: float = Field(default=1e-3, gt=0, description="Adam learning rate.")
-    entropy: float = Field(default=0.01, ge=0, description="Entropy bonus (keeps exploring early).")
+    # 0.1, not 0.01: with lam drawn per episode the cheap worker is right for most episodes, and a smaller
+    # bonus lets the head settle on it everywhere before it has learned where the strong one pays.
+    entropy: float = Field(default=0.1, ge=0, description="Entropy bonus (keeps every worker sampled while the "
+                           "head learns).")
     baseline_decay: float = Field(default=0.9, ge=0, lt=1, description="Moving-average decay (reinforce).")
     jitter: float = Field(default=0.0, ge=0, description="Noise on the worker profiles per episode (0: none).")
     eval_workflows: int = Field(default=200, ge=1, description="Workflows the expected reward is reported on.")
@@ -232,6 +238,8 @@ def _loop(config: RLConfig, planner: LearnedPlanner, episodes: Episodes, workers
         actions, rewards = _rollouts(episodes, rows, sets, lams, config.mu, probs, mask, group, rng, sim_rng)
         if config.algo == "grpo":
             advantages = rewards - rewards.mean(axis=1, keepdims=True)
+            if config.normalize:
+                advantages = advantages / (rewards.std(axis=1, keepdims=True) + 1e-6)
         else:
             baseline = float(rewards.mean()) if baseline is None else baseline
             advantages = rewards - baseline
