@@ -96,21 +96,29 @@ def rl(
 
 
 class ProgressDisplay:
-    """A bar with the latest training numbers; validation and expected-reward lines printed as they come."""
+    """A bar with the latest training numbers; validation and expected-reward lines printed as they come.
+
+    The bar appears with the first report, once the data and settings have been checked, so a refusal
+    is the only line printed.
+    """
 
     def __init__(self, title: str, iters: int):
         self.progress = Progress(TextColumn(f"[bold]{title}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                                  TextColumn("{task.fields[status]}"), TimeRemainingColumn(), console=err)
         self.task = self.progress.add_task(title, total=iters, status="")
+        self.started = False
 
     def __enter__(self) -> ProgressDisplay:
-        self.progress.__enter__()
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        self.progress.__exit__(*exc)
+        if self.started:
+            self.progress.__exit__(*exc)
 
     def on_report(self, report: dict[str, Any]) -> None:
+        if not self.started:
+            self.progress.__enter__()
+            self.started = True
         it = report["iteration"]
         if "val_loss" in report:
             worker = f", worker {report['val_worker_accuracy']:.3f}" if "val_worker_accuracy" in report else ""
