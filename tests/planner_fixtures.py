@@ -1,6 +1,7 @@
 """Tiny synthetic workflows and worker sets for the planner's model tests (not the shipped generator).
 
-Six templates with distinct shapes (a chain, a fan-in, single steps), a few phrasings each; the worker
+Six templates with distinct shapes (a chain, a fan-in, single steps), two phrasings each, every
+subtask's description a span of the instruction (as in the shipped synthetic data); the worker
 label of each subtask is the worker with the best success rate on its type, as the supervision would
 choose at lam = mu = 0.
 """
@@ -15,17 +16,21 @@ from punie.planner.workflow import SUBTASK_TYPES, Workflow, write_workflows
 
 NAMES = ["parse_date", "load_config", "main", "render", "tokenize", "merge_rows", "send_mail", "cache_get"]
 FILES = ["app.py", "README.md", "utils.py", "setup.cfg", "notes.txt", "cli.py"]
-# template -> (phrasings, types, edges as (earlier, later) positions)
-TEMPLATES: dict[str, tuple[list[str], list[str], list[tuple[int, int]]]] = {
-    "find-fix": (["find where {n} is defined and fix its docstring", "locate {n} and correct the bug in it"],
+# template -> (phrasings of its clauses {0}, {1}, ..., the clauses (each a subtask's description, so a span of
+# the instruction), their types, edges as (earlier, later) positions)
+TEMPLATES: dict[str, tuple[list[str], list[str], list[str], list[tuple[int, int]]]] = {
+    "find-fix": (["{0}, then {1} and then {2}", "first {0}; next {1}; finally {2}"],
+                 ["find where {n} is defined", "read its file", "fix the docstring of {n}"],
                  ["search", "read", "edit"], [(0, 1), (1, 2)]),
-    "list": (["list the files in the project", "what files are there"], ["list"], []),
-    "run-explain": (["run the tests and tell me what failed", "execute the test suite and explain failures"],
+    "list": (["{0}", "please {0}"], ["list the files in the project"], ["list"], []),
+    "run-explain": (["{0} and then {1}", "first {0}; finally {1}"], ["run the tests", "tell me what failed"],
                     ["run", "answer"], [(0, 1)]),
-    "read-summarise": (["read {f} and summarise it", "summarise the contents of {f}"], ["read", "answer"], [(0, 1)]),
-    "compare": (["compare {f} with {g}", "read {f} and {g} and tell me how they differ"],
-                ["read", "read", "answer"], [(0, 2), (1, 2)]),
-    "list-read-edit": (["list the files then open {f} and update its header", "look at the files and edit {f}"],
+    "read-summarise": (["{0}, then {1}", "first {0}; finally {1}"], ["read {f}", "summarise it"],
+                       ["read", "answer"], [(0, 1)]),
+    "compare": (["{0} and {1}, then {2}", "first {0} and {1}; finally {2}"], ["read {f}", "read {g}",
+                "tell me how they differ"], ["read", "read", "answer"], [(0, 2), (1, 2)]),
+    "list-read-edit": (["{0}, then {1} and then {2}", "first {0}; next {1}; finally {2}"],
+                       ["list the files", "open {f}", "update the header of {f}"],
                        ["list", "read", "edit"], [(0, 1), (1, 2)]),
 }
 
@@ -50,13 +55,14 @@ def workflows(n: int, seed: int = 0, workers: WorkerSet | None = None) -> list[W
     out = []
     for i in range(n):
         template = rng.choice(sorted(TEMPLATES))
-        phrasings, types, edges = TEMPLATES[template]
-        text = rng.choice(phrasings).format(n=rng.choice(NAMES), f=rng.choice(FILES), g=rng.choice(FILES))
-        subtasks = [{"id": f"s{j + 1}", "type": t, "description": t,
+        phrasings, clauses, types, edges = TEMPLATES[template]
+        names = {"n": rng.choice(NAMES), "f": rng.choice(FILES), "g": rng.choice(FILES)}
+        parts = [c.format(**names) for c in clauses]
+        subtasks = [{"id": f"s{j + 1}", "type": t, "description": parts[j],
                      "worker": max(profiles, key=lambda w, t=t: w.success[t]).name} for j, t in enumerate(types)]
         out.append(Workflow.model_validate({
-            "id": f"wf-{seed}-{i}", "instruction": text, "template": template, "source": "synthetic",
-            "subtasks": subtasks, "edges": [(f"s{a + 1}", f"s{b + 1}") for a, b in edges]}))
+            "id": f"wf-{seed}-{i}", "instruction": rng.choice(phrasings).format(*parts), "template": template,
+            "source": "synthetic", "subtasks": subtasks, "edges": [(f"s{a + 1}", f"s{b + 1}") for a, b in edges]}))
     return out
 
 

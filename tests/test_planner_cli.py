@@ -17,6 +17,8 @@ from punie.traces.agent import Completion
 from punie.traces.store import TraceStore
 from punie.traces.tools import make_tools
 
+COMPARE = "first read app.py and read notes.txt; finally tell me how they differ"
+
 
 @pytest.fixture(scope="module")
 def planner_dir(tmp_path_factory):
@@ -74,14 +76,15 @@ def test_execute_runs_subtasks_in_dependency_order_passing_answers_on(tmp_path, 
 
 def test_plan_prints_the_dag_as_a_tree_with_a_worker_per_node(planner_dir, tmp_path, run_cli):
     write_workers(tmp_path / "workers.json", two_workers())
-    done = run_cli("plan", "compare app.py with notes.txt", "--planner", str(planner_dir),
+    done = run_cli("plan", COMPARE, "--planner", str(planner_dir),
                    "--workers", str(tmp_path / "workers.json"))
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
-    assert lines[0] == "compare app.py with notes.txt"
+    assert lines[0] == COMPARE
     # read, read -> answer: s3 hangs under s1 in full and is named under s2
-    assert any("s1 read: read the relevant file  -> demo" in line for line in lines)
-    assert any("s3 answer: answer the question  -> base" in line for line in lines)
+    assert any("s1 read: read app.py  -> demo" in line for line in lines)
+    assert any("s2 read: read notes.txt  -> demo" in line for line in lines)
+    assert any("s3 answer: tell me how they differ  -> base" in line for line in lines)
     assert any("s3 (see above)" in line for line in lines)
     first = next(i for i, line in enumerate(lines) if "s3 answer" in line)
     assert first < next(i for i, line in enumerate(lines) if "s2 read" in line)
@@ -96,7 +99,7 @@ def test_plan_execute_on_the_tiny_model_records_each_steps_worker(planner_dir, t
     workspace = tmp_path / "ws"
     workspace.mkdir()
     (workspace / "app.py").write_text("print('hi')\n")
-    done = run_cli("plan", "compare app.py with notes.txt", "--planner", str(planner_dir), "--workers",
+    done = run_cli("plan", COMPARE, "--planner", str(planner_dir), "--workers",
                    str(tmp_path / "workers.json"), "--execute", "--workspace", str(workspace), "--max-steps", "1",
                    "--max-tokens", "8", "--no-sandbox")
     assert done.returncode == 0, done.stderr

@@ -88,7 +88,7 @@ def trained(tmp_path_factory):
 
 def test_supervised_training_learns_types_edges_and_workers(trained):
     result, data, reports = trained
-    train_losses = [r["loss"] for r in reports if "type_loss" in r]
+    train_losses = [r["loss"] for r in reports if "plan_loss" in r]
     assert train_losses[-1] < train_losses[0] / 10
     assert result.best["val_type_accuracy"] >= 0.98
     assert result.best["val_edge_f1"] >= 0.98
@@ -102,9 +102,10 @@ def test_supervised_training_learns_types_edges_and_workers(trained):
     assert manifest["config"]["iters"] == 80 and manifest["worker_names"] == ["base", "demo"]
     # the saved planner plans a new instance of a template: compare = read, read -> answer
     planner = load_planner(out)
-    plan = planner.plan("compare setup.cfg with notes.txt")
-    assert plan.types() == TEMPLATES["compare"][1]
-    assert plan.edge_positions() == set(TEMPLATES["compare"][2])
+    plan = planner.plan("first read setup.cfg and read notes.txt; finally tell me how they differ")
+    assert plan.types() == TEMPLATES["compare"][2]
+    assert plan.edge_positions() == set(TEMPLATES["compare"][3])
+    assert [s.description for s in plan.subtasks] == ["read setup.cfg", "read notes.txt", "tell me how they differ"]
 
 
 def test_a_new_worker_whose_profile_dominates_is_chosen_without_retraining(trained):

@@ -43,6 +43,8 @@ def train(
     word_dropout: Annotated[float | None, typer.Option(help=_train_help("word_dropout"))] = None,
     lam: Annotated[float | None, typer.Option(help=_train_help("lam"))] = None,
     mu: Annotated[float | None, typer.Option(help=_train_help("mu"))] = None,
+    decoder_types: Annotated[bool | None, typer.Option("--decoder-types/--no-decoder-types",
+                                                       help=_train_help("decoder_types"))] = None,
     seed: Annotated[int | None, typer.Option(help=_train_help("seed"))] = None,
     steps_per_eval: Annotated[int | None, typer.Option(help=_train_help("steps_per_eval"))] = None,
     force: Annotated[bool, typer.Option(help="Replace an existing --output planner directory.")] = False,
@@ -128,8 +130,8 @@ class ProgressDisplay:
         elif "expected_reward" in report:
             rewards = ", ".join(f"lam {k}: {v:.4f}" for k, v in report["expected_reward"].items())
             err.print(f"step {it}: expected reward {rewards}")
-        if "loss" in report and "type_loss" in report:
-            status = f"loss {report['loss']:.3f} (types {report['type_loss']:.3f}, edges {report['edge_loss']:.3f}, " \
+        if "loss" in report and "plan_loss" in report:
+            status = f"loss {report['loss']:.3f} (plan {report['plan_loss']:.3f}, edges {report['edge_loss']:.3f}, " \
                      f"workers {report['worker_loss']:.3f})"
             self.progress.update(self.task, completed=it, status=status)
         elif "reward" in report:

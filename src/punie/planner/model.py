@@ -86,6 +86,8 @@ class ModelConfig(BaseModel):
     max_words: int = Field(default=64, ge=2, description="Instruction words the encoder reads (more are cut).")
     max_subtasks: int = Field(default=8, ge=1, description="Most subtasks a plan may have.")
     worker_hidden: int = Field(default=64, ge=4, description="Width of the worker head.")
+    decoder_types: bool = Field(default=False, description="Predict a type from the plan so far too, not only "
+                                "from the word the subtask starts at.")
 
 
 # ---- worker features ---------------------------------------------------------------------------
@@ -130,9 +132,13 @@ class PlannerModel(nn.Module):
         self.word_pos = nn.Embedding(config.max_words, d)
         self.encoder = nn.TransformerEncoder(config.layers, d, config.heads, mlp_dims=2 * d)
         self.type_embed = nn.Embedding(N_TYPES + 1, d)  # the types, then BOS
+        self.clause_in = nn.Linear(d, d)  # the word a subtask starts at, into the decoder's input
         self.step_pos = nn.Embedding(config.max_subtasks + 1, d)
         self.decoder = nn.TransformerDecoder(config.layers, d, config.heads, mlp_dims=2 * d)
-        self.type_out = nn.Linear(d, N_TYPES + 1)  # the types, then END
+        self.pointer_q, self.pointer_k = nn.Linear(d, d), nn.Linear(d, d)
+        self.end_key = mx.random.normal((d,)) * d ** -0.5  # what the pointer points at to end the plan
+        self.word_type = nn.Linear(d, N_TYPES)  # a subtask's type from the word it starts at
+        self.type_out = nn.Linear(d, N_TYPES)  # ... plus, with decoder_types, from the plan so far
         self.edge_from, self.edge_to = nn.Linear(d, d), nn.Linear(d, d)
         self.edge_out = nn.Linear(d, 1)
         self.edge_gap = nn.Embedding(config.max_subtasks, 1)  # a bias per distance (later - earlier)
@@ -148,15 +154,31 @@ class PlannerModel(nn.Module):
         key_mask = ((1.0 - mask.astype(mx.float32)) * -1e9)[:, None, None, :]
         return self.encoder(x, key_mask), key_mask
 
-    def decode(self, memory: mx.array, key_mask: mx.array, types_in: mx.array) -> mx.array:
-        """Decoder states (B, T, d) for inputs ``types_in`` (BOS, t1, t2, ...): position i predicts subtask
-        i+1's type (or END), and position i (i >= 1) is the state of subtask i, which has read its type."""
-        x = self.type_embed(types_in) + self.step_pos(mx.arange(types_in.shape[1]))
-        causal = nn.MultiHeadAttention.create_additive_causal_mask(types_in.shape[1])
+    def decode(self, memory: mx.array, key_mask: mx.array, types: mx.array, pointers: mx.array) -> mx.array:
+        """Decoder states (B, K+1, d) after BOS and K subtasks (their types and start words): position i
+        chooses where subtask i+1 starts (or END), and position i >= 1 is subtask i's state."""
+        pointed = mx.take_along_axis(memory, pointers[:, :, None], axis=1)  # (B, K, d)
+        x = self.type_embed(types) + self.clause_in(pointed)
+        bos = mx.broadcast_to(self.type_embed(mx.array([BOS]))[None], (types.shape[0], 1, memory.shape[-1]))
+        x = mx.concatenate([bos, x], axis=1)
+        x = x + self.step_pos(mx.arange(x.shape[1]))
+        causal = nn.MultiHeadAttention.create_additive_causal_mask(x.shape[1])
         return self.decoder(x, memory, causal, key_mask)
 
-    def type_logits(self, hidden: mx.array) -> mx.array:
-        return self.type_out(hidden)
+    def pointer_logits(self, hidden: mx.array, memory: mx.array, mask: mx.array, previous: mx.array) -> mx.array:
+        """(B, K, L+1) scores of where the next subtask starts: a word after ``previous`` (B, K), the start
+        of the one before (so subtasks follow the instruction's order), or END (the last column)."""
+        q = self.pointer_q(hidden)
+        scores = (q @ self.pointer_k(memory).transpose(0, 2, 1)) * hidden.shape[-1] ** -0.5
+        allowed = (mx.arange(memory.shape[1])[None, None, :] > previous[:, :, None]) & (mask[:, None, :] > 0)
+        scores = mx.where(allowed, scores, -1e9)
+        end = (q * self.end_key).sum(-1, keepdims=True) * hidden.shape[-1] ** -0.5
+        return mx.concatenate([scores, end], axis=-1)
+
+    def type_logits(self, hidden: mx.array, memory: mx.array, pointers: mx.array) -> mx.array:
+        """(B, K, T) type scores of subtasks starting at ``pointers`` (B, K), ``hidden`` the states before each."""
+        logits = self.word_type(mx.take_along_axis(memory, pointers[:, :, None], axis=1))
+        return logits + self.type_out(hidden) if self.config.decoder_types else logits
 
     def edge_logits(self, states: mx.array) -> mx.array:
         """(B, M, M) scores of edge a -> b; only a < b is meaningful (the rest is never read)."""
@@ -170,35 +192,45 @@ class PlannerModel(nn.Module):
         x = self.worker_state(states)[:, :, None, :] + self.worker_profile(features)
         return self.worker_out(nn.relu(self.worker_mid(nn.relu(x)))).squeeze(-1)
 
-    def states(self, tokens: mx.array, mask: mx.array, types: mx.array) -> tuple[mx.array, mx.array]:
-        """(type logits (B, M+1, T+1), subtask states (B, M, d)) with the types given (teacher forcing)."""
+    def forward(self, tokens: mx.array, mask: mx.array, types: mx.array, pointers: mx.array
+                ) -> tuple[mx.array, mx.array, mx.array]:
+        """Teacher forcing on M subtasks: (pointer logits (B, M+1, L+1), type logits (B, M, T), states (B, M, d))."""
         memory, key_mask = self.encode(tokens, mask)
-        types_in = mx.concatenate([mx.full((types.shape[0], 1), BOS, dtype=types.dtype), types], axis=1)
-        hidden = self.decode(memory, key_mask, types_in)
-        return self.type_logits(hidden), hidden[:, 1:]
+        hidden = self.decode(memory, key_mask, types, pointers)
+        previous = mx.concatenate([mx.zeros((types.shape[0], 1), dtype=pointers.dtype), pointers], axis=1)
+        return (self.pointer_logits(hidden, memory, mask, previous),
+                self.type_logits(hidden[:, :-1], memory, pointers), hidden[:, 1:])
 
-    def greedy_types(self, tokens: mx.array, mask: mx.array) -> list[list[int]]:
-        """The most likely type at each step until END (at least one subtask, at most ``max_subtasks``)."""
+    def greedy(self, tokens: mx.array, mask: mx.array) -> list[tuple[list[int], list[int]]]:
+        """(types, start words) of each instruction's plan, greedily: at least one subtask, at most
+        ``max_subtasks``; the pointer moves right through the instruction until it chooses END."""
         memory, key_mask = self.encode(tokens, mask)
-        batch = tokens.shape[0]
-        types_in = mx.full((batch, 1), BOS, dtype=mx.int32)
-        chosen: list[list[int]] = [[] for _ in range(batch)]
-        open_ = [True] * batch
+        batch, width = tokens.shape
+        types, pointers = np.zeros((batch, 0), np.int32), np.zeros((batch, 0), np.int32)
+        done = np.zeros(batch, bool)
+        lengths = np.full(batch, -1)
         for step in range(self.config.max_subtasks):
-            logits = np.array(self.type_logits(self.decode(memory, key_mask, types_in))[:, -1].astype(mx.float32))
+            hidden = self.decode(memory, key_mask, mx.array(types), mx.array(pointers))[:, -1:]
+            previous = pointers[:, -1:] if step else np.zeros((batch, 1), np.int32)
+            scores = np.array(self.pointer_logits(hidden, memory, mask, mx.array(previous))[:, 0].astype(mx.float32))
+            scores = np.nan_to_num(scores, nan=-np.inf)  # NaN weights still give a plan
             if step == 0:
-                logits[:, END] = -np.inf  # a plan has at least one subtask (a Workflow needs one)
-            best = np.nan_to_num(logits, nan=-np.inf).argmax(axis=-1)  # NaN weights still give a type, not END
-            for b in range(batch):
-                if open_[b] and best[b] == END:
-                    open_[b] = False
-                elif open_[b]:
-                    chosen[b].append(int(best[b]))
-            if not any(open_):
+                scores[:, width] = -np.inf  # a plan has at least one subtask (a Workflow needs one)
+            point = scores.argmax(-1)
+            # nowhere left to point (every word used): END, or at the first step the <cls> word
+            stuck = scores[np.arange(batch), point] <= -1e8
+            point = np.where(stuck, 0 if step == 0 else width, point)
+            ending = (point == width) & ~done
+            lengths[ending] = step
+            done |= ending
+            point = np.where(point == width, previous[:, 0], point).astype(np.int32)
+            kind = np.array(self.type_logits(hidden, memory, mx.array(point[:, None]))[:, 0].astype(mx.float32))
+            kind = np.nan_to_num(kind, nan=-np.inf).argmax(-1).astype(np.int32)
+            types, pointers = np.concatenate([types, kind[:, None]], 1), np.concatenate([pointers, point[:, None]], 1)
+            if done.all():
                 break
-            types_in = mx.concatenate([types_in, mx.array(np.where(best == END, 0, best)[:, None], dtype=mx.int32)],
-                                      axis=1)
-        return chosen
+        lengths[lengths < 0] = types.shape[1]
+        return [(types[b, :lengths[b]].tolist(), pointers[b, :lengths[b]].tolist()) for b in range(batch)]
 
 
 def edges_from_scores(n: int, scores: np.ndarray) -> list[tuple[int, int]]:
@@ -224,6 +256,49 @@ def type_ids(workflow: Workflow) -> list[int]:
     return [SUBTASK_TYPES.index(t) for t in workflow.types()]
 
 
+def start_words(workflow: Workflow, max_words: int) -> list[int | None]:
+    """Where each subtask (in the given order) starts in the encoded instruction: the first occurrence of its
+    description's words after the previous subtask's start (None: not found, or cut off at ``max_words``).
+
+    The synthetic data's descriptions are spans of the instruction, so this is the supervision that teaches
+    the pointer to read the instruction clause by clause (position 0 is ``<cls>``, so words start at 1).
+    """
+    tokens = words(workflow.instruction)
+    previous, found = -1, []
+    for subtask in workflow.subtasks:
+        want = words(subtask.description)
+        at = next((k for k in range(previous + 1, len(tokens) - len(want) + 1) if want and
+                   tokens[k:k + len(want)] == want), None)
+        found.append(at + 1 if at is not None and at + 1 < max_words else None)
+        previous = at if at is not None else previous
+    return found
+
+
+def filled_starts(starts: Sequence[int | None]) -> list[int]:
+    """Start words with the unknown ones set to the previous known one (0: ``<cls>``), so the pointer's
+    left-to-right order still holds where the supervision has a gap."""
+    out, last = [], 0
+    for s in starts:
+        last = s if s is not None else last
+        out.append(last)
+    return out
+
+
+_CLAUSE_END = re.compile(r"\s*(?:[,;:!?]|\.(?:\s|$)|\s(?:and|then|after|once|before)\s)")
+
+
+def clause(instruction: str, start: int, end: int | None) -> str:
+    """The text from word ``start`` (an encoded position) up to word ``end``, cut at the first clause break:
+    a decoded subtask's description ("read src/app.py" from "... then read src/app.py, and ...")."""
+    spans = [m.span() for m in _WORD.finditer(instruction.lower())]
+    if not spans or start < 1 or start > len(spans):
+        return ""
+    stop = spans[end - 1][0] if end is not None and 1 <= end <= len(spans) else len(instruction)
+    text = instruction[spans[start - 1][0]:stop]
+    cut = _CLAUSE_END.search(text)
+    return (text[:cut.start()] if cut and cut.start() > 0 else text).strip(" ,;.")
+
+
 # ---- the planner object (the protocol evaluation calls) ----------------------------------------
 class LearnedPlanner:
     """A trained :class:`PlannerModel` with its vocabulary: plans instructions and assigns workers."""
@@ -237,23 +312,35 @@ class LearnedPlanner:
 
     def plan(self, instruction: str) -> Workflow:
         tokens, mask = self._tokens(instruction)
-        types = self.model.greedy_types(tokens, mask)[0]
-        _, states = self.model.states(tokens, mask, mx.array([types], dtype=mx.int32))
+        types, starts = self.model.greedy(tokens, mask)[0]
+        _, _, states = self.model.forward(tokens, mask, mx.array([types], dtype=mx.int32),
+                                          mx.array([starts], dtype=mx.int32))
         scores = np.array(self.model.edge_logits(states)[0].astype(mx.float32))
-        names = [SUBTASK_TYPES[t] for t in types]
-        subtasks = [Subtask.model_validate({"id": f"s{i + 1}", "type": t, "description": DESCRIPTIONS[t]})
-                    for i, t in enumerate(names)]
+        subtasks = []
+        for i, (t, start) in enumerate(zip(types, starts, strict=True)):
+            name = SUBTASK_TYPES[t]
+            text = clause(instruction, start, starts[i + 1] if i + 1 < len(starts) else None)
+            subtasks.append(Subtask.model_validate({"id": f"s{i + 1}", "type": name,
+                                                    "description": text or DESCRIPTIONS[name]}))
         edges = [(f"s{a + 1}", f"s{b + 1}") for a, b in edges_from_scores(len(types), scores)]
         return Workflow(id="plan", instruction=instruction, subtasks=subtasks, edges=edges)
 
-    def worker_logits(self, workflow: Workflow, workers: WorkerSet, lam: float, mu: float) -> tuple[Workflow, mx.array]:
-        """(the workflow in topological order, worker scores (M, W) for its subtasks in that order)."""
+    def states(self, workflow: Workflow) -> tuple[Workflow, mx.array]:
+        """(the workflow in topological order, its subtasks' states (1, M, d)), reading its types and the
+        words its descriptions start at."""
         ordered = workflow.ordered()
         if len(ordered.subtasks) > self.model.config.max_subtasks:
             raise ModelError(f"workflow {workflow.id!r} has {len(ordered.subtasks)} subtasks; this planner handles at "
                              f"most {self.model.config.max_subtasks} (train with a larger --max-subtasks).")
         tokens, mask = self._tokens(workflow.instruction)
-        _, states = self.model.states(tokens, mask, mx.array([type_ids(ordered)], dtype=mx.int32))
+        starts = filled_starts(start_words(ordered, self.model.config.max_words))
+        _, _, states = self.model.forward(tokens, mask, mx.array([type_ids(ordered)], dtype=mx.int32),
+                                          mx.array([starts], dtype=mx.int32))
+        return ordered, states
+
+    def worker_logits(self, workflow: Workflow, workers: WorkerSet, lam: float, mu: float) -> tuple[Workflow, mx.array]:
+        """(the workflow in topological order, worker scores (M, W) for its subtasks in that order)."""
+        ordered, states = self.states(workflow)
         features = mx.array(worker_features(ordered.types(), workers, lam, mu)[None])
         return ordered, self.model.worker_logits(states, features)[0]
 

@@ -35,7 +35,16 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from punie.errors import ConfigError, validation_problems
-from punie.planner.model import LearnedPlanner, encode_batch, load_planner, save_planner, type_ids, worker_features
+from punie.planner.model import (
+    LearnedPlanner,
+    encode_batch,
+    filled_starts,
+    load_planner,
+    save_planner,
+    start_words,
+    type_ids,
+    worker_features,
+)
 from punie.planner.simulate import expected, sample
 from punie.planner.train import ReportCallback, file_record
 from punie.planner.workers import WorkerSet, read_workers
@@ -126,10 +135,11 @@ class Episodes:
         for start in range(0, len(ordered), chunk):
             part = ordered[start:start + chunk]
             tokens, mask = encode_batch(planner.vocab, [w.instruction for w in part], model.config.max_words)
-            types = np.zeros((len(part), m), np.int32)
+            types, starts = np.zeros((len(part), m), np.int32), np.zeros((len(part), m), np.int32)
             for i, w in enumerate(part):
                 types[i, :len(w.subtasks)] = type_ids(w)
-            _, states = model.states(mx.array(tokens), mx.array(mask), mx.array(types))
+                starts[i, :len(w.subtasks)] = filled_starts(start_words(w, model.config.max_words))
+            _, _, states = model.forward(mx.array(tokens), mx.array(mask), mx.array(types), mx.array(starts))
             parts.append(mx.stop_gradient(states))
         sub_mask = np.zeros((len(ordered), m), np.float32)
         for i, w in enumerate(ordered):

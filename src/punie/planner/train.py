@@ -26,7 +26,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from punie.errors import ConfigError, DataError, validation_problems
 from punie.planner.model import (
     CLS,
-    END,
     UNK,
     WORKER_FEATURES,
     ModelConfig,
@@ -34,7 +33,9 @@ from punie.planner.model import (
     Vocabulary,
     edges_from_scores,
     encode_batch,
+    filled_starts,
     save_planner,
+    start_words,
     type_ids,
     worker_features,
 )
@@ -67,6 +68,9 @@ class PlannerTrainConfig(BaseModel):
     worker_weight: float = Field(default=1.0, ge=0, description="Weight of the worker loss.")
     lam: float = Field(default=0.0, ge=0, description="Price of cost the worker labels were chosen at (a feature).")
     mu: float = Field(default=0.0, ge=0, description="Price of latency the worker labels were chosen at (a feature).")
+    decoder_types: bool = Field(default=False, description="Predict each type from the plan so far as well as "
+                                "from the word the subtask starts at (off: types come from the instruction's words "
+                                "alone, which carries over to unseen compositions of steps).")
     seed: int = Field(default=0, description="Seed of the initial weights, batch order and word dropout.")
     steps_per_report: int = Field(default=25, ge=1, description="Steps between training-loss reports.")
     steps_per_eval: int = Field(default=100, ge=1, description="Steps between validations.")
@@ -75,7 +79,7 @@ class PlannerTrainConfig(BaseModel):
         if self.dims % self.heads:
             raise ConfigError(f"--heads {self.heads} must divide --dims {self.dims}.")
         return ModelConfig(vocab_size=vocab_size, dims=self.dims, layers=self.layers, heads=self.heads,
-                           max_words=self.max_words, max_subtasks=max_subtasks)
+                           max_words=self.max_words, max_subtasks=max_subtasks, decoder_types=self.decoder_types)
 
 
 def resolve_train_config(given: dict[str, Any]) -> PlannerTrainConfig:
@@ -105,8 +109,10 @@ class Examples:
     tokens: np.ndarray  # (N, L) word ids
     word_mask: np.ndarray  # (N, L)
     types: np.ndarray  # (N, M) subtask types, 0-padded
-    type_target: np.ndarray  # (N, M+1) types then END
-    type_mask: np.ndarray  # (N, M+1)
+    type_mask: np.ndarray  # (N, M) 1 where a subtask exists
+    starts: np.ndarray  # (N, M) the word each subtask starts at (unknown ones: the previous known)
+    pointer: np.ndarray  # (N, M+1) the starts, then END (column L)
+    pointer_mask: np.ndarray  # (N, M+1) 1 where the start is known, and at END
     edges: np.ndarray  # (N, M, M) 1 where a -> b
     edge_mask: np.ndarray  # (N, M, M) 1 where a < b < n
     features: np.ndarray  # (N, M, W, F)
@@ -125,9 +131,10 @@ def make_examples(workflows: Sequence[Workflow], vocab: Vocabulary, shape: Model
     n, m, width = len(workflows), shape.max_subtasks, shape.max_words
     n_workers = len(workers.workers) if workers else 1
     ex = Examples(np.zeros((n, width), np.int32), np.zeros((n, width), np.float32), np.zeros((n, m), np.int32),
-                  np.zeros((n, m + 1), np.int32), np.zeros((n, m + 1), np.float32), np.zeros((n, m, m), np.float32),
-                  np.zeros((n, m, m), np.float32), np.zeros((n, m, n_workers, len(WORKER_FEATURES)), np.float32),
-                  np.zeros((n, m), np.int32), np.zeros((n, m), np.float32))
+                  np.zeros((n, m), np.float32), np.zeros((n, m), np.int32), np.zeros((n, m + 1), np.int32),
+                  np.zeros((n, m + 1), np.float32), np.zeros((n, m, m), np.float32), np.zeros((n, m, m), np.float32),
+                  np.zeros((n, m, n_workers, len(WORKER_FEATURES)), np.float32), np.zeros((n, m), np.int32),
+                  np.zeros((n, m), np.float32))
     names = {w.name: i for i, w in enumerate(workers.workers)} if workers else {}
     tokens, mask = encode_batch(vocab, [w.instruction for w in workflows], width)
     ex.tokens[:, :tokens.shape[1]], ex.word_mask[:, :tokens.shape[1]] = tokens, mask
@@ -136,23 +143,28 @@ def make_examples(workflows: Sequence[Workflow], vocab: Vocabulary, shape: Model
         k = len(ordered.subtasks)
         if k > m:
             raise DataError(f"{source}: workflow {workflow.id!r} has {k} subtasks, more than --max-subtasks {m}.")
-        ex.types[i, :k] = type_ids(ordered)
-        ex.type_target[i, :k], ex.type_target[i, k] = type_ids(ordered), END
-        ex.type_mask[i, :k + 1] = 1.0
+        ex.types[i, :k], ex.type_mask[i, :k] = type_ids(ordered), 1.0
+        starts = start_words(ordered, width)
+        ex.starts[i, :k] = filled_starts(starts)
+        ex.pointer[i, :k], ex.pointer[i, k] = ex.starts[i, :k], width
+        ex.pointer_mask[i, :k], ex.pointer_mask[i, k] = [float(s is not None) for s in starts], 1.0
         ex.edge_mask[i, :k, :k] = np.triu(np.ones((k, k)), 1)
         for a, b in ordered.edge_positions():
             ex.edges[i, a, b] = 1.0
-        if workers is None:
-            continue
-        ex.features[i, :k] = worker_features(ordered.types(), workers, lam, mu)
-        for j, subtask in enumerate(ordered.subtasks):
-            if subtask.worker is None:
-                continue
-            if subtask.worker not in names:
-                raise DataError(f"{source}: workflow {workflow.id!r} subtask {subtask.id!r} names worker "
-                                f"{subtask.worker!r}, which the workers file lacks ({', '.join(names)}).")
-            ex.worker[i, j], ex.worker_mask[i, j] = names[subtask.worker], 1.0
+        if workers is not None:
+            ex.features[i, :k] = worker_features(ordered.types(), workers, lam, mu)
+            _label_workers(ex, i, ordered, names, source)
     return ex
+
+
+def _label_workers(ex: Examples, i: int, ordered: Workflow, names: dict[str, int], source: Path) -> None:
+    for j, subtask in enumerate(ordered.subtasks):
+        if subtask.worker is None:
+            continue
+        if subtask.worker not in names:
+            raise DataError(f"{source}: workflow {ordered.id!r} subtask {subtask.id!r} names worker "
+                            f"{subtask.worker!r}, which the workers file lacks ({', '.join(names)}).")
+        ex.worker[i, j], ex.worker_mask[i, j] = names[subtask.worker], 1.0
 
 
 # ---- the loss ----------------------------------------------------------------------------------
@@ -162,14 +174,18 @@ def _masked_mean(values: mx.array, mask: mx.array) -> mx.array:
 
 def planner_loss(model: PlannerModel, batch: dict[str, mx.array], edge_weight: float, worker_weight: float
                  ) -> tuple[mx.array, mx.array, mx.array, mx.array]:
-    """(total, type CE, edge BCE, worker CE), each a mean over the positions that exist."""
-    type_logits, states = model.states(batch["tokens"], batch["word_mask"], batch["types"])
-    type_loss = _masked_mean(nn.losses.cross_entropy(type_logits, batch["type_target"]), batch["type_mask"])
+    """(total, plan CE (where each subtask starts, then END; and its type), edge BCE, worker CE), each a mean
+    over the positions that exist."""
+    pointer_logits, type_logits, states = model.forward(batch["tokens"], batch["word_mask"], batch["types"],
+                                                        batch["starts"])
+    pointer_loss = _masked_mean(nn.losses.cross_entropy(pointer_logits, batch["pointer"]), batch["pointer_mask"])
+    type_loss = _masked_mean(nn.losses.cross_entropy(type_logits, batch["types"]), batch["type_mask"])
     edge_bce = nn.losses.binary_cross_entropy(model.edge_logits(states), batch["edges"], reduction="none")
     edge_loss = _masked_mean(edge_bce, batch["edge_mask"])
     worker_ce = nn.losses.cross_entropy(model.worker_logits(states, batch["features"]), batch["worker"])
     worker_loss = _masked_mean(worker_ce, batch["worker_mask"])
-    return type_loss + edge_weight * edge_loss + worker_weight * worker_loss, type_loss, edge_loss, worker_loss
+    plan_loss = pointer_loss + type_loss
+    return plan_loss + edge_weight * edge_loss + worker_weight * worker_loss, plan_loss, edge_loss, worker_loss
 
 
 def evaluate(model: PlannerModel, ex: Examples, loss: Callable[..., tuple[mx.array, ...]],
@@ -181,10 +197,10 @@ def evaluate(model: PlannerModel, ex: Examples, loss: Callable[..., tuple[mx.arr
     for start in range(0, len(ex), batch_size):
         rows = np.arange(start, min(start + batch_size, len(ex)))
         batch = ex.batch(rows)
-        for name, value in zip(("loss", "type_loss", "edge_loss", "worker_loss"), loss(model, batch), strict=True):
+        for name, value in zip(("loss", "plan_loss", "edge_loss", "worker_loss"), loss(model, batch), strict=True):
             sums[name] = sums.get(name, 0.0) + float(value) * len(rows)
-        type_logits, states = model.states(batch["tokens"], batch["word_mask"], batch["types"])
-        hit = np.array(mx.argmax(type_logits, -1)) == ex.type_target[rows]
+        _, type_logits, states = model.forward(batch["tokens"], batch["word_mask"], batch["types"], batch["starts"])
+        hit = np.array(mx.argmax(type_logits, -1)) == ex.types[rows]
         counts["type"] += float((hit * ex.type_mask[rows]).sum())
         pred = (np.array(model.edge_logits(states)) > 0) * ex.edge_mask[rows]
         counts["edge_tp"] += float((pred * ex.edges[rows]).sum())
@@ -207,13 +223,14 @@ def evaluate(model: PlannerModel, ex: Examples, loss: Callable[..., tuple[mx.arr
 
 def _plan_matches(model: PlannerModel, ex: Examples, rows: np.ndarray, batch: dict[str, mx.array]) -> float:
     """How many of ``rows`` greedy decoding reproduces exactly (the same types in order and the same edges)."""
-    decoded = model.greedy_types(batch["tokens"], batch["word_mask"])
+    decoded = model.greedy(batch["tokens"], batch["word_mask"])
     matches = 0.0
-    for b, types in enumerate(decoded):
-        k = int(ex.type_mask[rows[b]].sum()) - 1
+    for b, (types, starts) in enumerate(decoded):
+        k = int(ex.type_mask[rows[b]].sum())
         if types != list(ex.types[rows[b], :k]):
             continue
-        _, states = model.states(batch["tokens"][b:b + 1], batch["word_mask"][b:b + 1], mx.array([types]))
+        _, _, states = model.forward(batch["tokens"][b:b + 1], batch["word_mask"][b:b + 1], mx.array([types]),
+                                     mx.array([starts]))
         edges = set(edges_from_scores(k, np.array(model.edge_logits(states)[0])))
         gold = {(int(a), int(c)) for a, c in zip(*np.nonzero(ex.edges[rows[b]]), strict=True)}
         matches += float(edges == gold)
@@ -304,7 +321,7 @@ def _loop(config: PlannerTrainConfig, model: PlannerModel, vocab: Vocabulary, tr
         if it % config.steps_per_report == 0 or it == config.iters:
             seen = config.steps_per_report if it % config.steps_per_report == 0 else it % config.steps_per_report
             loss_, type_, edge_, worker_ = (window / seen).tolist()
-            report: dict[str, Any] = {"iteration": it, "loss": loss_, "type_loss": type_, "edge_loss": edge_,
+            report: dict[str, Any] = {"iteration": it, "loss": loss_, "plan_loss": type_, "edge_loss": edge_,
                                       "worker_loss": worker_, "seconds": time.perf_counter() - started}
             window[:] = 0
             metrics.append(report)
