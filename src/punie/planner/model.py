@@ -1,20 +1,26 @@
 """The learned planner in MLX: instruction -> typed subtasks -> DAG edges -> a worker per subtask.
 
-Four parts, one network:
+One network, five parts:
 
 1. an *encoder*: a small transformer over the instruction's words (a vocabulary built from the
    training instructions and saved with the model; unknown words map to ``<unk>``);
-2. a *type decoder*: a causal transformer that reads the encoder through cross-attention and emits
-   subtask types one by one, then ``<end>`` (at most ``max_subtasks``). Its hidden state after
-   reading a subtask's type is that subtask's *state*;
-3. an *edge head* scoring pairs (earlier, later) of subtask states. Only such pairs are ever scored
+2. a *start head* marking the words a subtask starts at (a clause: "locate the uses of X", "run the
+   tests"). Reading the instruction clause by clause is what carries over to held-out compositions:
+   a first version that decoded types from the whole instruction learned each training template as
+   a unit and matched no held-out plan exactly;
+3. an autoregressive *type decoder*: a causal transformer over the subtasks so far (each one's type,
+   the word it starts at and the word before that, its connective), reading the encoder through
+   cross-attention. Its state after reading a subtask is that subtask's *state*; a subtask's type
+   comes from its start word (plus, with ``decoder_types``, from the decoder state before it);
+4. an *edge head* scoring pairs (earlier, later) of subtask states. Only such pairs are ever scored
    or decoded, so every plan is a DAG by construction: the decoded order is a topological order;
-4. a *worker head* scoring (subtask state, worker profile features) pairs, softmax over the worker
+5. a *worker head* scoring (subtask state, worker profile features) pairs, softmax over the worker
    set. A worker enters only through its profile (success on the subtask's type, cost, latency, the
    prices ``lam``/``mu``), never through its name, so a new worker with a profile can be chosen
    without retraining.
 
-Decoding is greedy; the plan's ids are ``s1..sN`` in decoded (topological) order.
+Decoding is greedy; the plan's ids are ``s1..sN`` in decoded (topological) order and each subtask's
+description is its clause of the instruction.
 """
 
 from __future__ import annotations
@@ -40,7 +46,6 @@ from punie.planner.workers import WorkerSet
 from punie.planner.workflow import SUBTASK_TYPES, Subtask, Workflow
 
 N_TYPES = len(SUBTASK_TYPES)
-END = N_TYPES  # the decoder's "no more subtasks" output
 BOS = N_TYPES  # the decoder's first input (type embeddings 0..N_TYPES-1 are the types)
 PAD, UNK, CLS = "<pad>", "<unk>", "<cls>"
 CONFIG_FILE, VOCAB_FILE, WEIGHTS_FILE = "config.json", "vocab.json", "planner.safetensors"
@@ -133,10 +138,10 @@ class PlannerModel(nn.Module):
         self.encoder = nn.TransformerEncoder(config.layers, d, config.heads, mlp_dims=2 * d)
         self.type_embed = nn.Embedding(N_TYPES + 1, d)  # the types, then BOS
         self.clause_in = nn.Linear(d, d)  # the word a subtask starts at, into the decoder's input
+        self.connective_in = nn.Linear(d, d)
         self.step_pos = nn.Embedding(config.max_subtasks + 1, d)
         self.decoder = nn.TransformerDecoder(config.layers, d, config.heads, mlp_dims=2 * d)
-        self.pointer_q, self.pointer_k = nn.Linear(d, d), nn.Linear(d, d)
-        self.end_key = mx.random.normal((d,)) * d ** -0.5  # what the pointer points at to end the plan
+        self.start_out = nn.Linear(d, 1)  # does a subtask start at this word?
         self.word_type = nn.Linear(d, N_TYPES)  # a subtask's type from the word it starts at
         self.type_out = nn.Linear(d, N_TYPES)  # ... plus, with decoder_types, from the plan so far
         self.edge_from, self.edge_to = nn.Linear(d, d), nn.Linear(d, d)
@@ -156,24 +161,22 @@ class PlannerModel(nn.Module):
 
     def decode(self, memory: mx.array, key_mask: mx.array, types: mx.array, pointers: mx.array) -> mx.array:
         """Decoder states (B, K+1, d) after BOS and K subtasks (their types and start words): position i
-        chooses where subtask i+1 starts (or END), and position i >= 1 is subtask i's state."""
+        helps type subtask i+1, and position i >= 1 is subtask i's state."""
         pointed = mx.take_along_axis(memory, pointers[:, :, None], axis=1)  # (B, K, d)
-        x = self.type_embed(types) + self.clause_in(pointed)
+        # ... and the word before it: the connective ("and" or "then") that says whether this subtask waits
+        # for the previous one, which is what the edge head needs to read
+        before = mx.take_along_axis(memory, mx.maximum(pointers - 1, 0)[:, :, None], axis=1)
+        x = self.type_embed(types) + self.clause_in(pointed) + self.connective_in(before)
         bos = mx.broadcast_to(self.type_embed(mx.array([BOS]))[None], (types.shape[0], 1, memory.shape[-1]))
         x = mx.concatenate([bos, x], axis=1)
         x = x + self.step_pos(mx.arange(x.shape[1]))
         causal = nn.MultiHeadAttention.create_additive_causal_mask(x.shape[1])
         return self.decoder(x, memory, causal, key_mask)
 
-    def pointer_logits(self, hidden: mx.array, memory: mx.array, mask: mx.array, previous: mx.array) -> mx.array:
-        """(B, K, L+1) scores of where the next subtask starts: a word after ``previous`` (B, K), the start
-        of the one before (so subtasks follow the instruction's order), or END (the last column)."""
-        q = self.pointer_q(hidden)
-        scores = (q @ self.pointer_k(memory).transpose(0, 2, 1)) * hidden.shape[-1] ** -0.5
-        allowed = (mx.arange(memory.shape[1])[None, None, :] > previous[:, :, None]) & (mask[:, None, :] > 0)
-        scores = mx.where(allowed, scores, -1e9)
-        end = (q * self.end_key).sum(-1, keepdims=True) * hidden.shape[-1] ** -0.5
-        return mx.concatenate([scores, end], axis=-1)
+    def start_logits(self, memory: mx.array) -> mx.array:
+        """(B, L) scores of "a subtask starts at this word", from the encoder alone: a local decision, so a
+        new composition of known steps is segmented as well as a seen one."""
+        return self.start_out(memory).squeeze(-1)
 
     def type_logits(self, hidden: mx.array, memory: mx.array, pointers: mx.array) -> mx.array:
         """(B, K, T) type scores of subtasks starting at ``pointers`` (B, K), ``hidden`` the states before each."""
@@ -194,43 +197,32 @@ class PlannerModel(nn.Module):
 
     def forward(self, tokens: mx.array, mask: mx.array, types: mx.array, pointers: mx.array
                 ) -> tuple[mx.array, mx.array, mx.array]:
-        """Teacher forcing on M subtasks: (pointer logits (B, M+1, L+1), type logits (B, M, T), states (B, M, d))."""
+        """Teacher forcing on M subtasks: (start logits (B, L), type logits (B, M, T), states (B, M, d))."""
         memory, key_mask = self.encode(tokens, mask)
         hidden = self.decode(memory, key_mask, types, pointers)
-        previous = mx.concatenate([mx.zeros((types.shape[0], 1), dtype=pointers.dtype), pointers], axis=1)
-        return (self.pointer_logits(hidden, memory, mask, previous),
-                self.type_logits(hidden[:, :-1], memory, pointers), hidden[:, 1:])
+        return self.start_logits(memory), self.type_logits(hidden[:, :-1], memory, pointers), hidden[:, 1:]
 
     def greedy(self, tokens: mx.array, mask: mx.array) -> list[tuple[list[int], list[int]]]:
-        """(types, start words) of each instruction's plan, greedily: at least one subtask, at most
-        ``max_subtasks``; the pointer moves right through the instruction until it chooses END."""
+        """(types, start words) of each instruction's plan: the subtasks start at the words the start head
+        marks, left to right (at least one: the likeliest word when none is marked; at most
+        ``max_subtasks``), and the decoder gives each its type, one after another."""
         memory, key_mask = self.encode(tokens, mask)
-        batch, width = tokens.shape
-        types, pointers = np.zeros((batch, 0), np.int32), np.zeros((batch, 0), np.int32)
-        done = np.zeros(batch, bool)
-        lengths = np.full(batch, -1)
-        for step in range(self.config.max_subtasks):
-            hidden = self.decode(memory, key_mask, mx.array(types), mx.array(pointers))[:, -1:]
-            previous = pointers[:, -1:] if step else np.zeros((batch, 1), np.int32)
-            scores = np.array(self.pointer_logits(hidden, memory, mask, mx.array(previous))[:, 0].astype(mx.float32))
-            scores = np.nan_to_num(scores, nan=-np.inf)  # NaN weights still give a plan
-            if step == 0:
-                scores[:, width] = -np.inf  # a plan has at least one subtask (a Workflow needs one)
-            point = scores.argmax(-1)
-            # nowhere left to point (every word used): END, or at the first step the <cls> word
-            stuck = scores[np.arange(batch), point] <= -1e8
-            point = np.where(stuck, 0 if step == 0 else width, point)
-            ending = (point == width) & ~done
-            lengths[ending] = step
-            done |= ending
-            point = np.where(point == width, previous[:, 0], point).astype(np.int32)
-            kind = np.array(self.type_logits(hidden, memory, mx.array(point[:, None]))[:, 0].astype(mx.float32))
-            kind = np.nan_to_num(kind, nan=-np.inf).argmax(-1).astype(np.int32)
-            types, pointers = np.concatenate([types, kind[:, None]], 1), np.concatenate([pointers, point[:, None]], 1)
-            if done.all():
-                break
-        lengths[lengths < 0] = types.shape[1]
-        return [(types[b, :lengths[b]].tolist(), pointers[b, :lengths[b]].tolist()) for b in range(batch)]
+        scores = np.nan_to_num(np.array(self.start_logits(memory).astype(mx.float32)), nan=-np.inf)
+        scores[:, 0] = -np.inf  # <cls> is not a word of the instruction
+        scores[np.array(mask) == 0] = -np.inf
+        plans = []
+        for b in range(tokens.shape[0]):
+            starts = [int(j) for j in np.nonzero(scores[b] > 0)[0]][:self.config.max_subtasks]
+            starts = starts or [int(scores[b].argmax()) if np.isfinite(scores[b]).any() else 0]
+            types: list[int] = []
+            for k in range(len(starts)):
+                hidden = self.decode(memory[b:b + 1], key_mask[b:b + 1], mx.array([types], dtype=mx.int32),
+                                     mx.array([starts[:k]], dtype=mx.int32))[:, -1:]
+                kind = np.array(self.type_logits(hidden, memory[b:b + 1], mx.array([[starts[k]]]))[0, 0]
+                                .astype(mx.float32))
+                types.append(int(np.nan_to_num(kind, nan=-np.inf).argmax()))
+            plans.append((types, starts))
+        return plans
 
 
 def edges_from_scores(n: int, scores: np.ndarray) -> list[tuple[int, int]]:
@@ -261,7 +253,7 @@ def start_words(workflow: Workflow, max_words: int) -> list[int | None]:
     description's words after the previous subtask's start (None: not found, or cut off at ``max_words``).
 
     The synthetic data's descriptions are spans of the instruction, so this is the supervision that teaches
-    the pointer to read the instruction clause by clause (position 0 is ``<cls>``, so words start at 1).
+    the start head to read the instruction clause by clause (position 0 is ``<cls>``, so words start at 1).
     """
     tokens = words(workflow.instruction)
     previous, found = -1, []
@@ -275,8 +267,8 @@ def start_words(workflow: Workflow, max_words: int) -> list[int | None]:
 
 
 def filled_starts(starts: Sequence[int | None]) -> list[int]:
-    """Start words with the unknown ones set to the previous known one (0: ``<cls>``), so the pointer's
-    left-to-right order still holds where the supervision has a gap."""
+    """Start words with the unknown ones set to the previous known one (0: ``<cls>``), so the decoder still
+    reads the subtasks left to right where the supervision has a gap."""
     out, last = [], 0
     for s in starts:
         last = s if s is not None else last

@@ -25,7 +25,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from punie.errors import ConfigError, DataError, validation_problems
 from punie.planner.model import (
-    CLS,
     UNK,
     WORKER_FEATURES,
     ModelConfig,
@@ -111,8 +110,8 @@ class Examples:
     types: np.ndarray  # (N, M) subtask types, 0-padded
     type_mask: np.ndarray  # (N, M) 1 where a subtask exists
     starts: np.ndarray  # (N, M) the word each subtask starts at (unknown ones: the previous known)
-    pointer: np.ndarray  # (N, M+1) the starts, then END (column L)
-    pointer_mask: np.ndarray  # (N, M+1) 1 where the start is known, and at END
+    start_target: np.ndarray  # (N, L) 1 at the words subtasks start at
+    start_mask: np.ndarray  # (N, L) the words of workflows whose every start is known (<cls> and padding: 0)
     edges: np.ndarray  # (N, M, M) 1 where a -> b
     edge_mask: np.ndarray  # (N, M, M) 1 where a < b < n
     features: np.ndarray  # (N, M, W, F)
@@ -131,8 +130,8 @@ def make_examples(workflows: Sequence[Workflow], vocab: Vocabulary, shape: Model
     n, m, width = len(workflows), shape.max_subtasks, shape.max_words
     n_workers = len(workers.workers) if workers else 1
     ex = Examples(np.zeros((n, width), np.int32), np.zeros((n, width), np.float32), np.zeros((n, m), np.int32),
-                  np.zeros((n, m), np.float32), np.zeros((n, m), np.int32), np.zeros((n, m + 1), np.int32),
-                  np.zeros((n, m + 1), np.float32), np.zeros((n, m, m), np.float32), np.zeros((n, m, m), np.float32),
+                  np.zeros((n, m), np.float32), np.zeros((n, m), np.int32), np.zeros((n, width), np.float32),
+                  np.zeros((n, width), np.float32), np.zeros((n, m, m), np.float32), np.zeros((n, m, m), np.float32),
                   np.zeros((n, m, n_workers, len(WORKER_FEATURES)), np.float32), np.zeros((n, m), np.int32),
                   np.zeros((n, m), np.float32))
     names = {w.name: i for i, w in enumerate(workers.workers)} if workers else {}
@@ -146,8 +145,9 @@ def make_examples(workflows: Sequence[Workflow], vocab: Vocabulary, shape: Model
         ex.types[i, :k], ex.type_mask[i, :k] = type_ids(ordered), 1.0
         starts = start_words(ordered, width)
         ex.starts[i, :k] = filled_starts(starts)
-        ex.pointer[i, :k], ex.pointer[i, k] = ex.starts[i, :k], width
-        ex.pointer_mask[i, :k], ex.pointer_mask[i, k] = [float(s is not None) for s in starts], 1.0
+        if all(s is not None for s in starts):  # a gap would teach "no subtask starts here" where one does
+            ex.start_target[i, ex.starts[i, :k]] = 1.0
+            ex.start_mask[i, 1:] = ex.word_mask[i, 1:]
         ex.edge_mask[i, :k, :k] = np.triu(np.ones((k, k)), 1)
         for a, b in ordered.edge_positions():
             ex.edges[i, a, b] = 1.0
@@ -174,17 +174,18 @@ def _masked_mean(values: mx.array, mask: mx.array) -> mx.array:
 
 def planner_loss(model: PlannerModel, batch: dict[str, mx.array], edge_weight: float, worker_weight: float
                  ) -> tuple[mx.array, mx.array, mx.array, mx.array]:
-    """(total, plan CE (where each subtask starts, then END; and its type), edge BCE, worker CE), each a mean
-    over the positions that exist."""
-    pointer_logits, type_logits, states = model.forward(batch["tokens"], batch["word_mask"], batch["types"],
-                                                        batch["starts"])
-    pointer_loss = _masked_mean(nn.losses.cross_entropy(pointer_logits, batch["pointer"]), batch["pointer_mask"])
+    """(total, plan loss (start BCE per word + type CE per subtask), edge BCE, worker CE), each a mean over
+    the positions that exist."""
+    start_logits, type_logits, states = model.forward(batch["tokens"], batch["word_mask"], batch["types"],
+                                                      batch["starts"])
+    start_bce = nn.losses.binary_cross_entropy(start_logits, batch["start_target"], reduction="none")
+    start_loss = _masked_mean(start_bce, batch["start_mask"])
     type_loss = _masked_mean(nn.losses.cross_entropy(type_logits, batch["types"]), batch["type_mask"])
     edge_bce = nn.losses.binary_cross_entropy(model.edge_logits(states), batch["edges"], reduction="none")
     edge_loss = _masked_mean(edge_bce, batch["edge_mask"])
     worker_ce = nn.losses.cross_entropy(model.worker_logits(states, batch["features"]), batch["worker"])
     worker_loss = _masked_mean(worker_ce, batch["worker_mask"])
-    plan_loss = pointer_loss + type_loss
+    plan_loss = start_loss + type_loss
     return plan_loss + edge_weight * edge_loss + worker_weight * worker_loss, plan_loss, edge_loss, worker_loss
 
 
@@ -243,10 +244,14 @@ def file_record(path: Path) -> dict[str, Any]:
     return {"path": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
 
 
-def _drop_words(tokens: np.ndarray, rate: float, rng: np.random.Generator, unk: int, keep: int) -> np.ndarray:
+def _drop_words(tokens: np.ndarray, starts: np.ndarray, rate: float, rng: np.random.Generator, unk: int
+                ) -> np.ndarray:
+    """Some words read as <unk>, but never <cls>, padding or a word a subtask starts at: a new phrasing brings
+    unknown connectives and names, and the start head must learn that those do not start a step."""
     if rate == 0:
         return tokens
-    hit = (rng.random(tokens.shape) < rate) & (tokens != 0) & (tokens != keep)
+    hit = (rng.random(tokens.shape) < rate) & (tokens != 0) & (np.arange(tokens.shape[1])[None, :] > 0)
+    hit[np.arange(len(tokens))[:, None], starts] = False
     return np.where(hit, unk, tokens).astype(np.int32)
 
 
@@ -313,8 +318,8 @@ def _loop(config: PlannerTrainConfig, model: PlannerModel, vocab: Vocabulary, tr
             order = np.concatenate([order, rng.permutation(len(train_ex))])
         rows, order = order[:config.batch_size], order[config.batch_size:]
         batch = train_ex.batch(rows)
-        batch["tokens"] = mx.array(_drop_words(train_ex.tokens[rows], config.word_dropout, rng, index[UNK],
-                                               index[CLS]))
+        batch["tokens"] = mx.array(_drop_words(train_ex.tokens[rows], train_ex.starts[rows], config.word_dropout, rng,
+                                               index[UNK]))
         values = step(batch)
         mx.eval(state, values)
         window += np.array([float(v) for v in values])
