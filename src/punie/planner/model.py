@@ -48,6 +48,7 @@ from punie.planner.workflow import SUBTASK_TYPES, Subtask, Workflow
 N_TYPES = len(SUBTASK_TYPES)
 BOS = N_TYPES  # the decoder's first input (type embeddings 0..N_TYPES-1 are the types)
 PAD, UNK, CLS = "<pad>", "<unk>", "<cls>"
+UNK_ID = 1  # every vocabulary starts PAD, UNK, CLS
 CONFIG_FILE, VOCAB_FILE, WEIGHTS_FILE = "config.json", "vocab.json", "planner.safetensors"
 # Short labels a decoded subtask carries as its description (what `punie plan --execute` asks a worker to do).
 DESCRIPTIONS = {"list": "list the relevant files", "read": "read the relevant file", "search": "search the code",
@@ -137,10 +138,15 @@ class PlannerModel(nn.Module):
         self.word_pos = nn.Embedding(config.max_words, d)
         self.encoder = nn.TransformerEncoder(config.layers, d, config.heads, mlp_dims=2 * d)
         self.type_embed = nn.Embedding(N_TYPES + 1, d)  # the types, then BOS
-        self.clause_in = nn.Linear(d, d)  # the word a subtask starts at, into the decoder's input
+        self.clause_in = nn.Linear(2 * d, d)  # the word a subtask starts at, into the decoder's input
         self.connective_in = nn.Linear(d, d)
         self.step_pos = nn.Embedding(config.max_subtasks + 1, d)
         self.decoder = nn.TransformerDecoder(config.layers, d, config.heads, mlp_dims=2 * d)
+        # Local features: each word with the two after it ("show me X", "look at X"), the same wherever it
+        # stands. Whether a subtask starts at a word, and its type, are read from these, so a known clause
+        # is recognised in an unseen sentence: global attention with absolute positions learned "word 2
+        # starts a step", and a window reaching left read the unseen connectives before a clause.
+        self.local = nn.Conv1d(d, d, kernel_size=3)
         self.start_out = nn.Linear(d, 1)  # does a subtask start at this word?
         self.word_type = nn.Linear(d, N_TYPES)  # a subtask's type from the word it starts at
         self.type_out = nn.Linear(d, N_TYPES)  # ... plus, with decoder_types, from the plan so far
@@ -154,33 +160,38 @@ class PlannerModel(nn.Module):
         self.worker_out.weight = mx.zeros_like(self.worker_out.weight)
 
     def encode(self, tokens: mx.array, mask: mx.array) -> tuple[mx.array, mx.array]:
-        """(memory (B, L, d), additive key mask (B, 1, 1, L)) for word ids ``tokens`` and their 0/1 ``mask``."""
-        x = self.word_embed(tokens) + self.word_pos(mx.arange(tokens.shape[1]))
+        """(memory (B, L, 2d): the transformer's states then the local ones, additive key mask (B, 1, 1, L))
+        for word ids ``tokens`` and their 0/1 ``mask``."""
+        words_ = self.word_embed(tokens)
         key_mask = ((1.0 - mask.astype(mx.float32)) * -1e9)[:, None, None, :]
-        return self.encoder(x, key_mask), key_mask
+        context = self.encoder(words_ + self.word_pos(mx.arange(tokens.shape[1])), key_mask)
+        right = mx.pad(words_ * mask[:, :, None], [(0, 0), (0, 2), (0, 0)])  # the window is word, next, next
+        local = nn.relu(self.local(right))
+        return mx.concatenate([context, local], axis=-1), key_mask
 
     def decode(self, memory: mx.array, key_mask: mx.array, types: mx.array, pointers: mx.array) -> mx.array:
         """Decoder states (B, K+1, d) after BOS and K subtasks (their types and start words): position i
         helps type subtask i+1, and position i >= 1 is subtask i's state."""
-        pointed = mx.take_along_axis(memory, pointers[:, :, None], axis=1)  # (B, K, d)
+        d = self.config.dims
+        pointed = mx.take_along_axis(memory, pointers[:, :, None], axis=1)  # (B, K, 2d)
         # ... and the word before it: the connective ("and" or "then") that says whether this subtask waits
         # for the previous one, which is what the edge head needs to read
-        before = mx.take_along_axis(memory, mx.maximum(pointers - 1, 0)[:, :, None], axis=1)
+        before = mx.take_along_axis(memory, mx.maximum(pointers - 1, 0)[:, :, None], axis=1)[..., d:]
         x = self.type_embed(types) + self.clause_in(pointed) + self.connective_in(before)
-        bos = mx.broadcast_to(self.type_embed(mx.array([BOS]))[None], (types.shape[0], 1, memory.shape[-1]))
+        bos = mx.broadcast_to(self.type_embed(mx.array([BOS]))[None], (types.shape[0], 1, d))
         x = mx.concatenate([bos, x], axis=1)
         x = x + self.step_pos(mx.arange(x.shape[1]))
         causal = nn.MultiHeadAttention.create_additive_causal_mask(x.shape[1])
-        return self.decoder(x, memory, causal, key_mask)
+        return self.decoder(x, memory[..., :d], causal, key_mask)
 
     def start_logits(self, memory: mx.array) -> mx.array:
-        """(B, L) scores of "a subtask starts at this word", from the encoder alone: a local decision, so a
-        new composition of known steps is segmented as well as a seen one."""
-        return self.start_out(memory).squeeze(-1)
+        """(B, L) scores of "a subtask starts at this word", from the local features alone, so a new
+        composition or phrasing of known steps is segmented as well as a seen one."""
+        return self.start_out(memory[..., self.config.dims:]).squeeze(-1)
 
     def type_logits(self, hidden: mx.array, memory: mx.array, pointers: mx.array) -> mx.array:
         """(B, K, T) type scores of subtasks starting at ``pointers`` (B, K), ``hidden`` the states before each."""
-        logits = self.word_type(mx.take_along_axis(memory, pointers[:, :, None], axis=1))
+        logits = self.word_type(mx.take_along_axis(memory[..., self.config.dims:], pointers[:, :, None], axis=1))
         return logits + self.type_out(hidden) if self.config.decoder_types else logits
 
     def edge_logits(self, states: mx.array) -> mx.array:
@@ -209,7 +220,9 @@ class PlannerModel(nn.Module):
         memory, key_mask = self.encode(tokens, mask)
         scores = np.nan_to_num(np.array(self.start_logits(memory).astype(mx.float32)), nan=-np.inf)
         scores[:, 0] = -np.inf  # <cls> is not a word of the instruction
-        scores[np.array(mask) == 0] = -np.inf
+        # Nor does a step start at an unknown word: training never shows one there (word dropout spares
+        # start words), and a step's type is read from its first word.
+        scores[(np.array(mask) == 0) | (np.array(tokens) == UNK_ID)] = -np.inf
         plans = []
         for b in range(tokens.shape[0]):
             starts = [int(j) for j in np.nonzero(scores[b] > 0)[0]][:self.config.max_subtasks]
@@ -362,6 +375,8 @@ def load_planner(directory: Path | str, name: str | None = None) -> LearnedPlann
     try:
         config = ModelConfig.model_validate(json.loads((directory / CONFIG_FILE).read_text())["model"])
         vocab = Vocabulary(tuple(json.loads((directory / VOCAB_FILE).read_text())))
+        if vocab.tokens[:3] != (PAD, UNK, CLS):
+            raise ValueError(f"{VOCAB_FILE} does not start {PAD}, {UNK}, {CLS}")
     except (ValueError, KeyError) as exc:
         raise ModelError(f"{directory / CONFIG_FILE}: not a planner config ({exc}); retrain the planner.") from None
     model = PlannerModel(config)

@@ -63,6 +63,8 @@ class PlannerTrainConfig(BaseModel):
     weight_decay: float = Field(default=0.01, ge=0, description="AdamW weight decay.")
     word_dropout: float = Field(default=0.1, ge=0, lt=1, description="Chance a training word is read as <unk>, so "
                                 "the planner copes with words it never saw (held-out phrasings).")
+    connective_dropout: float = Field(default=0.3, ge=0, lt=1, description="Chance the word before a subtask's "
+                                      "start (its connective) is read as <unk> in training.")
     edge_weight: float = Field(default=1.0, ge=0, description="Weight of the edge loss.")
     worker_weight: float = Field(default=1.0, ge=0, description="Weight of the worker loss.")
     lam: float = Field(default=0.0, ge=0, description="Price of cost the worker labels were chosen at (a feature).")
@@ -244,14 +246,17 @@ def file_record(path: Path) -> dict[str, Any]:
     return {"path": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
 
 
-def _drop_words(tokens: np.ndarray, starts: np.ndarray, rate: float, rng: np.random.Generator, unk: int
-                ) -> np.ndarray:
+def _drop_words(tokens: np.ndarray, starts: np.ndarray, rate: float, connective_rate: float,
+                rng: np.random.Generator, unk: int) -> np.ndarray:
     """Some words read as <unk>, but never <cls>, padding or a word a subtask starts at: a new phrasing brings
-    unknown connectives and names, and the start head must learn that those do not start a step."""
-    if rate == 0:
-        return tokens
-    hit = (rng.random(tokens.shape) < rate) & (tokens != 0) & (np.arange(tokens.shape[1])[None, :] > 0)
-    hit[np.arange(len(tokens))[:, None], starts] = False
+    unknown connectives and names, and the start head must learn that those do not start a step. The word
+    just before a start (its connective: "then", "and") is dropped at ``connective_rate``, so the edge head
+    also learns what an unknown connective most likely means."""
+    rows = np.arange(len(tokens))[:, None]
+    chance = np.full(tokens.shape, rate)
+    chance[rows, np.maximum(starts - 1, 0)] = connective_rate
+    hit = (rng.random(tokens.shape) < chance) & (tokens != 0) & (np.arange(tokens.shape[1])[None, :] > 0)
+    hit[rows, starts] = False
     return np.where(hit, unk, tokens).astype(np.int32)
 
 
@@ -318,8 +323,8 @@ def _loop(config: PlannerTrainConfig, model: PlannerModel, vocab: Vocabulary, tr
             order = np.concatenate([order, rng.permutation(len(train_ex))])
         rows, order = order[:config.batch_size], order[config.batch_size:]
         batch = train_ex.batch(rows)
-        batch["tokens"] = mx.array(_drop_words(train_ex.tokens[rows], train_ex.starts[rows], config.word_dropout, rng,
-                                               index[UNK]))
+        batch["tokens"] = mx.array(_drop_words(train_ex.tokens[rows], train_ex.starts[rows], config.word_dropout,
+                                               config.connective_dropout, rng, index[UNK]))
         values = step(batch)
         mx.eval(state, values)
         window += np.array([float(v) for v in values])
