@@ -76,6 +76,7 @@ def rl(
     lam_max: Annotated[float | None, typer.Option(help=_rl_help("lam_max"))] = None,
     mu: Annotated[float | None, typer.Option(help=_rl_help("mu"))] = None,
     algo: Annotated[str | None, typer.Option(help=_rl_help("algo"))] = None,
+    reward: Annotated[str | None, typer.Option(help=_rl_help("reward"))] = None,
     group: Annotated[int | None, typer.Option(help=_rl_help("group"))] = None,
     batch_size: Annotated[int | None, typer.Option(help=_rl_help("batch_size"))] = None,
     iters: Annotated[int | None, typer.Option(help=_rl_help("iters"))] = None,
