@@ -23,8 +23,8 @@ COMPARE = "first read app.py and read notes.txt; finally tell me how they differ
 @pytest.fixture(scope="module")
 def planner_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("plan_cli")
-    config = resolve_train_config({"data": write_data(root / "data"), "output": root / "planner", "iters": 60,
-                                   "dims": 32, "layers": 1, "steps_per_eval": 60})
+    config = resolve_train_config({"data": write_data(root / "data"), "output": root / "planner", "iters": 100,
+                                   "learning_rate": 5e-3, "dims": 32, "layers": 1, "steps_per_eval": 100})
     return train_planner(config).output
 
 

@@ -18,13 +18,16 @@ from punie.planner.model import (
     ModelConfig,
     PlannerModel,
     Vocabulary,
+    clause,
     edges_from_scores,
+    filled_starts,
     load_planner,
     save_planner,
+    start_words,
 )
 from punie.planner.train import resolve_train_config, train_planner
 from punie.planner.workers import WorkerSet
-from punie.planner.workflow import is_dag
+from punie.planner.workflow import Workflow, is_dag
 
 VOCAB = Vocabulary.build(w.instruction for w in workflows(40))
 _RANDOM: dict[tuple[int, float], LearnedPlanner] = {}
@@ -62,6 +65,21 @@ def test_edges_from_any_scores_are_a_dag(n, data):
     assert set(edges) == {(a, b) for a in range(n) for b in range(a + 1, n) if scores[a, b] > 0}
 
 
+def test_each_subtask_starts_where_its_description_occurs_and_decodes_back_to_its_clause():
+    flow = Workflow.model_validate({"id": "w", "instruction": "Read app.py, then read app.py and fix parse_date.",
+                                    "subtasks": [{"id": "a", "type": "read", "description": "read app.py"},
+                                                 {"id": "b", "type": "read", "description": "read app.py"},
+                                                 {"id": "c", "type": "edit", "description": "fix parse_date"},
+                                                 {"id": "d", "type": "answer", "description": "not in the text"}]})
+    # words: <cls> read app . py , then read app . py and fix parse _ date .  (the second "read" is the next one)
+    assert start_words(flow, max_words=64) == [1, 7, 12, None]
+    assert start_words(flow, max_words=10) == [1, 7, None, None]  # cut off
+    assert filled_starts([1, None, 7, None]) == [1, 1, 7, 7]
+    text = flow.instruction
+    assert [clause(text, 1, 7), clause(text, 7, 12), clause(text, 12, None)] == [
+        "Read app.py", "read app.py", "fix parse_date"]
+
+
 def test_unknown_words_and_empty_text_encode_to_known_ids():
     ids = VOCAB.encode("zzzqqq ###", max_words=8)
     assert ids[0] == VOCAB.index()["<cls>"] and ids[1] == VOCAB.index()["<unk>"]
@@ -80,8 +98,8 @@ def trained(tmp_path_factory):
         def on_report(self, report):
             reports.append(report)
 
-    config = resolve_train_config({"data": data, "output": root / "planner", "iters": 80, "dims": 32, "layers": 1,
-                                   "steps_per_eval": 40, "steps_per_report": 10})
+    config = resolve_train_config({"data": data, "output": root / "planner", "iters": 100, "learning_rate": 5e-3,
+                                   "dims": 32, "layers": 1, "steps_per_eval": 50, "steps_per_report": 10})
     result = train_planner(config, Recorder())
     return result, data, reports
 
@@ -96,10 +114,10 @@ def test_supervised_training_learns_types_edges_and_workers(trained):
     assert result.best["val_worker_accuracy"] >= 0.95
     out = result.output
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [m["iteration"] for m in metrics if "val_loss" in m] == [40, 80]
+    assert [m["iteration"] for m in metrics if "val_loss" in m] == [50, 100]
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["status"] == "done" and manifest["best_step"] == result.best_step
-    assert manifest["config"]["iters"] == 80 and manifest["worker_names"] == ["base", "demo"]
+    assert manifest["config"]["iters"] == 100 and manifest["worker_names"] == ["base", "demo"]
     # the saved planner plans a new instance of a template: compare = read, read -> answer
     planner = load_planner(out)
     plan = planner.plan("first read setup.cfg and read notes.txt; finally tell me how they differ")

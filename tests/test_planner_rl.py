@@ -39,12 +39,12 @@ def _sha(path):
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-@pytest.mark.parametrize("algo", ["grpo", "reinforce"])
-def test_rl_raises_the_expected_reward(toy, algo):
+@pytest.mark.parametrize(("algo", "reward"), [("grpo", "sample"), ("reinforce", "sample"), ("grpo", "expected")])
+def test_rl_raises_the_expected_reward(toy, algo, reward):
     root, flows, workers = toy
     before_sha = _sha(root / "planner" / "planner.safetensors")
     config = resolve_rl_config({"planner": root / "planner", "output": root / "rl", "workers": root / "workers.json",
-                                "data": root / "train.jsonl", "lam": 0.001, "algo": algo, "iters": 40,
+                                "data": root / "train.jsonl", "lam": 0.001, "algo": algo, "reward": reward, "iters": 40,
                                 "learning_rate": 3e-3})
     result = train_rl(config)
     before = expected_reward(load_planner(root / "planner"), flows, workers, 0.001, 0.0)

@@ -41,6 +41,7 @@ def train(
     batch_size: Annotated[int | None, typer.Option(help=_train_help("batch_size"))] = None,
     learning_rate: Annotated[float | None, typer.Option(help=_train_help("learning_rate"))] = None,
     word_dropout: Annotated[float | None, typer.Option(help=_train_help("word_dropout"))] = None,
+    connective_dropout: Annotated[float | None, typer.Option(help=_train_help("connective_dropout"))] = None,
     lam: Annotated[float | None, typer.Option(help=_train_help("lam"))] = None,
     mu: Annotated[float | None, typer.Option(help=_train_help("mu"))] = None,
     decoder_types: Annotated[bool | None, typer.Option("--decoder-types/--no-decoder-types",
