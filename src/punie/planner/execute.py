@@ -34,19 +34,20 @@ class StepResult:
 
 
 def step_prompt(workflow: Workflow, position: int, answers: dict[str, str | None]) -> str:
-    """The task one subtask's worker is given: the instruction, this step, and its dependencies' answers."""
+    """The task one subtask's worker is given: the step itself first (a worker is trained on tasks, not on
+    plans), then what the steps it depends on found, then the whole instruction as context."""
     subtask = workflow.subtasks[position]
-    lines = [workflow.instruction, "",
-             f"You are doing step {position + 1} of {len(workflow.subtasks)} of a plan for this: "
-             f"{subtask.type} - {subtask.description or subtask.type}."]
+    step = (subtask.description or subtask.type).strip()
+    lines = [step[:1].upper() + step[1:] + ("" if step.endswith((".", "?", "!")) else ".")]
     needs = [a for a, b in workflow.edges if b == subtask.id]
     if needs:
-        lines.append("What the steps it depends on found:")
+        lines += ["", "What the steps it depends on found:"]
         for need in needs:
             answer = (answers.get(need) or "(no answer)").strip()
             kind = next(s.type for s in workflow.subtasks if s.id == need)
             lines.append(f"- {need} ({kind}): {answer[:ANSWER_CHARS]}")
-    lines.append("Do only this step, then answer briefly with what you found or did.")
+    lines += ["", f"(This is step {position + 1} of {len(workflow.subtasks)} ({subtask.type}) of: "
+                  f"{workflow.instruction})"]
     return "\n".join(lines)
 
 
