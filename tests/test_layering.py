@@ -23,6 +23,8 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "punie.chat": ("punie.cli", "typer", "rich"),
     "punie.serve": ("punie.eval", "punie.traces", "punie.report", "punie.cli", "typer", "rich"),
     "punie.sweep": ("punie.report", "punie.cli", "typer", "rich"),
+    "punie.planner": ("punie.cli", "typer", "rich"),
+    "punie.dpo": ("punie.report", "punie.cli", "typer", "rich"),
 }
 
 # Imports that break a rule and are removed on another branch (module, imported): delete an entry once it is gone;

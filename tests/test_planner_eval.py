@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import json
+from pathlib import Path
 
 import pytest
 
@@ -253,12 +253,14 @@ def test_cli_eval_writes_results_and_a_self_contained_report(run_cli, tmp_path, 
     assert again.returncode == 1 and again.stderr.strip().count("\n") == 0 and "--force" in again.stderr
 
 
+SHIPPED = Path(__file__).resolve().parents[1] / "data" / "planner"
+
+
 @pytest.mark.parametrize(("args", "says"), [
     (["eval", "--planner", "rules", "--data", "{tmp}/missing.jsonl"], "no such workflow file"),
     (["eval", "--planner", "rules", "--lams", "a,b", "--data", "{tmp}/missing.jsonl"], "--lams 'a,b'"),
-    pytest.param(["eval", "{tmp}", "--data", "{tmp}/missing.jsonl"], "no learned planner yet",
-                 marks=pytest.mark.skipif(importlib.util.find_spec("punie.planner.model") is not None,
-                                          reason="the learned planner is here: an empty directory is its to refuse")),
+    (["eval", "{tmp}", "--data", str(SHIPPED / "test.jsonl"), "--workers", str(SHIPPED / "workers.json")],
+     "is not a planner directory"),
     (["profile", "--results", "{tmp}/none.json", "--out", "{tmp}/w.json"], "no such results file"),
     (["profile", "--results", "{tmp}/none.json", "--price", "x"], "expected NAME=PRICE"),
     (["data", "--workers", "{tmp}/none.json", "--out", "{tmp}/d"], "none.json: no such file"),

@@ -4,9 +4,24 @@ from __future__ import annotations
 
 import typer
 
-from punie.cli import agent, data, demo, doctor, dpo, generate, improve, models, report, serve, sweep, traces, train
+from punie.cli import (
+    agent,
+    data,
+    demo,
+    doctor,
+    dpo,
+    generate,
+    improve,
+    models,
+    planner,
+    planner_learned,
+    report,
+    serve,
+    sweep,
+    traces,
+    train,
+)
 from punie.cli.eval import eval_command
-from punie.cli.planner import app as planner_app
 
 app = typer.Typer(
     name="punie",
@@ -29,4 +44,5 @@ app.command("eval")(eval_command)
 app.add_typer(report.app, name="report")
 app.add_typer(agent.app, name="agent")
 app.add_typer(traces.app, name="traces")
-app.add_typer(planner_app, name="planner")
+app.add_typer(planner.app, name="planner")
+app.command("plan")(planner_learned.plan)

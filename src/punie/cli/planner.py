@@ -1,4 +1,5 @@
-"""``punie planner``: workflow data, worker profiles and the evaluation of planners against baselines."""
+"""``punie planner``: workflow data, worker profiles and the evaluation of planners against baselines (the learned
+planner's train and rl commands are in :mod:`punie.cli.planner_learned`)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,14 @@ from typing import Annotated
 
 import typer
 
+from punie.cli import planner_learned
 from punie.cli.console import err, out
 
-app = typer.Typer(help="The task planner: workflow data, worker profiles, evaluation against routers' baselines.",
-                  no_args_is_help=True)
+app = typer.Typer(help="The task planner: plan an instruction as a DAG of subtasks with a worker for each; its "
+                       "workflow data, worker profiles, training, RL in the simulator, and evaluation against "
+                       "routers' baselines.", no_args_is_help=True)
+app.command("train")(planner_learned.train)
+app.command("rl")(planner_learned.rl)
 
 
 @app.command("data")

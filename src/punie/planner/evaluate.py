@@ -246,11 +246,8 @@ def load_planners(specs: Sequence[str]) -> list[PlanningAssigner]:
         if not Path(spec).is_dir():
             raise ConfigError(f"planner {spec!r} is neither 'rules' nor a planner directory; train one with "
                               "'punie planner train DATA --output DIR'.")
-        try:
-            from punie.planner.model import load_planner  # type: ignore[attr-defined,unused-ignore]
-        except ImportError:
-            raise ConfigError(f"cannot load {spec}: this punie has no learned planner yet "
-                              "(punie.planner.model); evaluate the baselines with --planner rules.") from None
+        from punie.planner.model import load_planner
+
         planners.append(load_planner(Path(spec)))
     names = [p.name for p in planners]
     if len(set(names)) != len(names):
