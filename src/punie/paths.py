@@ -46,6 +46,19 @@ def runs_dir() -> Path:
     return _sub("runs")
 
 
+def new_run_dir(kind: str) -> Path:
+    """A directory under runs/ for a run of ``kind`` that does not exist yet: ``KIND-YYYYmmdd-HHMMSS``
+    (``-2``, ``-3`` ... when two runs start in the same second)."""
+    from datetime import datetime
+
+    stem = runs_dir() / f"{kind}-{datetime.now():%Y%m%d-%H%M%S}"
+    out, n = stem, 1
+    while out.exists():
+        n += 1
+        out = stem.with_name(f"{stem.name}-{n}")
+    return out
+
+
 def traces_db() -> Path:
     """The SQLite trace store."""
     return punie_home() / "traces.sqlite"

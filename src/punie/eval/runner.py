@@ -150,12 +150,7 @@ def execute_runs(runner: Engine, plan: EvalPlan, results: _Results, one_run: Cal
 def _output_dir(out_dir: Path | str | None, *, force: bool) -> Path:
     """``--out``, refused when it holds results unless ``force``; by default a new directory under runs/."""
     if out_dir is None:
-        stem = paths.runs_dir() / f"eval-{datetime.now():%Y%m%d-%H%M%S}"
-        out, n = stem, 1
-        while out.exists():  # two evals started in the same second
-            n += 1
-            out = stem.with_name(f"{stem.name}-{n}")
-        return out
+        return paths.new_run_dir("eval")
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file; choose a directory.")

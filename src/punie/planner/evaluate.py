@@ -274,7 +274,7 @@ def run_eval(data: Path, workers_path: Path, *, specs: Sequence[str], train: Pat
     into a new ``planner-eval-DATE`` under the runs directory, as ``punie eval`` does."""
     from punie.report.planner_report import write_planner_report
 
-    out = Path(out_dir) if out_dir is not None else _new_run_dir()
+    out = Path(out_dir) if out_dir is not None else paths.new_run_dir("planner-eval")
     if (out / "results.json").exists() and not force:
         raise ConfigError(f"--out {out} already holds results.json; pass --force to replace it, "
                           "or choose another --out.")
@@ -290,12 +290,3 @@ def run_eval(data: Path, workers_path: Path, *, specs: Sequence[str], train: Pat
                          "planners": list(specs)}
     fileio.write_json(out / "results.json", results)
     return results, write_planner_report(out)
-
-
-def _new_run_dir() -> Path:
-    stem = paths.runs_dir() / f"planner-eval-{datetime.now():%Y%m%d-%H%M%S}"
-    out, n = stem, 1
-    while out.exists():  # two evals started in the same second
-        n += 1
-        out = stem.with_name(f"{stem.name}-{n}")
-    return out
