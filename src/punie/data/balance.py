@@ -21,12 +21,13 @@ from punie.errors import ConfigError, DataError
 BALANCE_METHODS = ("upsample", "downsample")
 
 
-def balance_indices(labels: list[str | None], method: str, seed: int = 42) -> list[int]:
+def balance_indices(labels: list[str | None], method: str, seed: int = 42, max_ratio: float = 1.0) -> list[int]:
     """Indices of the records to keep (with repeats when upsampling) so every label value is equally common.
 
     Records without a label are kept once, untouched. Upsampling repeats each
     minority record in turn (whole passes first, then a seeded random choice for
-    the remainder); downsampling keeps a seeded random subset of each value.
+    the remainder); downsampling keeps a seeded random subset of each value, of at
+    most ``max_ratio`` times the rarest value's count (1: all equal).
     The result keeps the original order, repeats after their originals' block.
     """
     if method not in BALANCE_METHODS:
@@ -44,7 +45,7 @@ def balance_indices(labels: list[str | None], method: str, seed: int = 42) -> li
     for label in sorted(groups):
         members = groups[label]
         if method == "downsample":
-            keep += sorted(rng.sample(members, target))
+            keep += sorted(rng.sample(members, min(len(members), int(max_ratio * target))))
             continue
         keep += members
         whole, rest = divmod(target - len(members), len(members))

@@ -264,25 +264,15 @@ def downsample_categories(pairs: list[dict[str, Any]], max_ratio: float,
                           seed: int) -> tuple[list[dict[str, Any]], dict[str, int]]:
     """(the pairs with every category cut to ``max_ratio`` x the rarest one's count, the number dropped per category).
 
-    The choice within a category is a seeded sample and the kept pairs keep their order. Only categories are
-    cut: a lean in yes/no labels is still refused by :func:`check_balance`, since dropping pairs to fix it
-    would hide that the suite itself leans.
+    The choice within a category is a seeded sample (``punie data balance``'s downsampling) and the kept pairs
+    keep their order. Only categories are cut: a lean in yes/no labels is still refused by
+    :func:`check_balance`, since dropping pairs to fix it would hide that the suite itself leans.
     """
-    by_category: dict[str, list[int]] = {}
-    for i, pair in enumerate(pairs):
-        by_category.setdefault(str(pair.get("category")), []).append(i)
-    if len(by_category) < 2:
-        return pairs, {}
-    cap = int(max_ratio * min(len(rows) for rows in by_category.values()))
-    rng = random.Random(seed)
-    keep: set[int] = set()
-    dropped: dict[str, int] = {}
-    for category, rows in sorted(by_category.items()):
-        if len(rows) > cap:
-            dropped[category] = len(rows) - cap
-            rows = rng.sample(rows, cap)
-        keep.update(rows)
-    return [p for i, p in enumerate(pairs) if i in keep], dropped
+    from punie.data.balance import balance_indices
+
+    kept = [pairs[i] for i in balance_indices([p.get("category") for p in pairs], "downsample", seed, max_ratio)]
+    dropped = Counter(p.get("category") for p in pairs) - Counter(p.get("category") for p in kept)
+    return kept, {str(category): n for category, n in sorted(dropped.items(), key=lambda kv: str(kv[0]))}
 
 
 def check_balance(pairs: list[dict[str, Any]], max_ratio: float, *, allow: bool,
