@@ -11,7 +11,10 @@ from punie.dpo.improve import (
     ImbalanceError,
     ImproveConfig,
     check_balance,
+    decision,
+    decision_counts,
     downsample_categories,
+    downsample_decisions,
     improve,
     make_pairs,
 )
@@ -101,6 +104,63 @@ def test_downsample_cuts_the_commoner_categories_to_the_ratio_and_says_how_many(
     assert downsample_categories(balanced, 4.0, seed=0) == (balanced, {})
 
 
+def call(name: str, path: str = "a.md") -> str:
+    return f'<tool_call>\n{{"name": "{name}", "arguments": {{"path": "{path}"}}}}\n</tool_call>'
+
+
+def test_the_rejected_draft_made_the_chosen_sides_decision_when_one_did():
+    expect = {"tool_calls": [{"name": "read_file", "arguments": {"path": "a.md"}}]}
+    cases = [case(1, "tool_call", **expect), case(3, "tool_call", **expect)]
+    drafts = [[draft(False, "It is a markdown file."), draft(False, call("list_dir")), draft(True, call("read_file")),
+               draft(False, call("read_file", "b.md"))],
+              [draft(True, call("read_file")), draft(False, "No need."), draft(False, call("search"))]]
+    first, second = make_pairs(cases, drafts, reference_answers=False).pairs
+    assert first["rejected"]["content"] == call("read_file", "b.md")  # the same tool, a wrong argument
+    assert first["decisions"] == ["read_file", "read_file"]
+    assert second["rejected"]["content"] == "No need."  # no same-decision draft: the first failing one
+    assert second["decisions"] == ["read_file", "no tool"]
+    assert decision({"role": "assistant", "content": "<tool_call>{oops"}) == "unparsed tool call"
+    cut_off = '<tool_call>\n{"name": "read_file", "arguments": {"path": "unterminated'
+    assert decision({"role": "assistant", "content": cut_off}) == "read_file"
+    assert decision({"role": "assistant", "content": "", "tool_calls": [
+        {"type": "function", "function": {"name": "search", "arguments": {}}}]}) == "search"
+
+
+def decided(*sides: tuple[str, str]) -> list[dict]:
+    return [{"prompt": f"q{i}", "chosen": chosen, "rejected": rejected, "category": "a"}
+            for i, (chosen, rejected) in enumerate(sides)]
+
+
+def test_a_decision_mostly_rejected_is_refused_though_the_categories_balance():
+    # list_dir is the rejected side 3 times and the chosen side once: DPO would push it down everywhere.
+    pairs = decided((call("search"), call("list_dir")), (call("read_file"), call("list_dir")),
+                    ("Paris.", call("list_dir")), (call("list_dir"), "It has files."),
+                    (call("read_file"), call("read_file", "b.md")), (call("read_file"), call("read_file", "c.md")))
+    assert decision_counts(pairs) == {"list_dir": {"chosen": 1, "rejected": 3}, "no tool": {"chosen": 1, "rejected": 1},
+                                      "read_file": {"chosen": 1, "rejected": 0}, "search": {"chosen": 1, "rejected": 0},
+                                      "same decision": {"pairs": 2}}
+    with pytest.raises(ImbalanceError, match="decision 'list_dir' is the chosen side of 1 pair.s. and the rejected "
+                                             "side of 3 .*past 2:1"):
+        check_balance(pairs, 2.0, allow=False)
+    assert check_balance(pairs, 3.0, allow=False) == []  # 3 : 1 is within 3:1; one unmatched side is allowed
+    assert check_balance(pairs[4:], 2.0, allow=False) == []  # same-decision pairs never lean
+
+
+def test_downsample_drops_the_pairs_that_make_a_decision_lean_and_keeps_the_same_decision_ones():
+    pairs = decided(*[(call("search"), call("list_dir"))] * 6, (call("list_dir"), "Hi."), ("Hi.", call("list_dir")),
+                    (call("read_file"), call("read_file", "b.md")))
+    kept, dropped = downsample_decisions(pairs, 2.0, seed=0)
+    counts = decision_counts(kept)
+    assert counts["same decision"] == {"pairs": 1} and pairs[-1] in kept
+    assert check_balance(kept, 2.0, allow=False) == []
+    assert sum(dropped.values()) == len(pairs) - len(kept) > 0
+    assert set(dropped) <= {"search -> list_dir", "list_dir -> no tool", "no tool -> list_dir"}
+    assert [p["prompt"] for p in kept] == sorted((p["prompt"] for p in kept), key=lambda q: int(q[1:]))  # order kept
+    assert downsample_decisions(pairs, 2.0, seed=0) == (kept, dropped)  # seeded
+    balanced = decided((call("search"), call("list_dir")), (call("list_dir"), call("search")))
+    assert downsample_decisions(balanced, 2.0, seed=0) == (balanced, {})
+
+
 def test_sampling_is_seeded_and_greedy_stays_the_default(tiny_model):
     cases = [case(i) for i in range(3)] * 3
 
@@ -144,6 +204,8 @@ def test_one_tiny_round_end_to_end(tiny_model, tmp_path, run_cli):
     pairs = [json.loads(line) for name in ("train", "valid")
              for line in (out / "round-1" / "pairs" / f"{name}.jsonl").read_text().splitlines()]
     assert len(pairs) == record["pairs"]
+    trained = (out / "round-1" / "pairs" / "train.jsonl").read_text().count("\n")
+    assert record["decisions"] == {"same decision": {"pairs": trained}}  # text against text: no tool either side
     assert all("e" in p["chosen"]["content"].lower() and "e" not in p["rejected"]["content"].lower() for p in pairs)
     adapter = out / "dpo-1"
     assert result.adapters == [adapter] and json.loads((adapter / "manifest.json").read_text())["status"] == "completed"
@@ -223,7 +285,8 @@ def test_a_rejected_draft_with_a_broken_tool_call_is_trained_on(tiny_model, tmp_
     monkeypatch.setattr(improve_module, "sample_drafts", lambda cases, *a, **kw: [
         [draft(True, f"here {i}"), draft(False, broken)] for i in range(len(cases))])
     config = ImproveConfig(suite=train_suite, eval_suite=held_out, output=tmp_path / "o", model=str(tiny_model),
-                           max_tokens=4, valid_fraction=0.25, dpo={"iters": 1, "num_layers": 2, "batch_size": 2})
+                           max_tokens=4, valid_fraction=0.25, allow_imbalance=True,  # every pair rejects read_file
+                           dpo={"iters": 1, "num_layers": 2, "batch_size": 2})
     result = improve(config)
     pairs = (tmp_path / "o" / "round-1" / "pairs" / "train.jsonl").read_text()
     assert "unterminated" in pairs and result.rounds[0]["pairs"] == 4

@@ -73,6 +73,11 @@ def improve(
             dropped = ", ".join(f"{n} {category!r}" for category, n in r["downsampled"].items())
             err.print(f"Round {r['round']}: --downsample dropped {dropped} training pair(s) to keep the categories "
                       f"within {config.max_ratio:g}:1.")
+        if r.get("downsampled_decisions"):
+            dropped = ", ".join(f"{n} {pair!r}" for pair, n in r["downsampled_decisions"].items())
+            err.print(f"Round {r['round']}: --downsample dropped {dropped} (chosen -> rejected decision) training "
+                      f"pair(s) to keep each decision within {config.max_ratio:g}:1 as the chosen and the "
+                      "rejected side.")
     for warning in (w for r in result.rounds for w in r["balance_warnings"]):
         err.print(f"[yellow]Trained anyway (--allow-imbalance):[/] {warning}")
     for comp in result.comparisons:

@@ -6,9 +6,11 @@ a temperature, seeded); the suite's scorers judge each draft. A case whose draft
 both pass and fail gives one preference pair (the first passing draft over the
 first failing one); with ``reference_answers`` a case whose drafts all failed
 takes its expected answer, rendered as the assistant turn, as the chosen side.
-The rest are counted by why they gave none. The pairs' balance is checked
-(category and label, as ``punie data check`` counts them) before ``train_dpo``
-trains the next policy from the current one. After the last round START and
+The rejected draft is one that made the chosen side's decision (the same tool, or
+no tool) when there is one. The rest are counted by why they gave none. The
+pairs' balance is checked (category and label, as ``punie data check`` counts
+them, and each decision's count as the chosen and as the rejected side) before
+``train_dpo`` trains the next policy from the current one. After the last round START and
 every round's adapter are evaluated on the held-out suite, each paired with START.
 
 Layout of ``output``: ``round-N/drafts.jsonl`` (every draft, scored),
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -30,6 +33,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from punie import fileio
+from punie.chat.toolcalls import TOOL_CALL_START, parse_message
 from punie.dpo import DPOConfig, resolve_dpo_config, train_dpo
 from punie.dpo.train_suite import write_training_suite
 from punie.errors import ConfigError, DataError
@@ -40,6 +44,9 @@ from punie.training.loop import TrainingCallback
 
 BALANCED_FIELDS = ("category", "label", "route", "answer")  # the tool a reply calls is the task, not a bias
 REASONS = ("all drafts passed", "all drafts failed")
+NO_TOOL = "no tool"
+UNPARSED = "unparsed tool call"
+_NAMED = re.compile(re.escape(TOOL_CALL_START) + r'\s*\{\s*"name"\s*:\s*"([^"]+)"')
 
 
 class ImproveConfig(BaseModel):
@@ -65,7 +72,8 @@ class ImproveConfig(BaseModel):
                                                      "past 2:1.")
     max_ratio: float = Field(2.0, gt=1, description="The most/least common category or label ratio allowed.")
     downsample: bool = Field(False, description="Drop training pairs of the commoner categories (a seeded choice) "
-                                                "until none has more than --max-ratio times the rarest; the "
+                                                "until none has more than --max-ratio times the rarest, then "
+                                                "pairs whose decisions (tool or no tool) lean past it; the "
                                                 "counts dropped are printed and kept in improve.json.")
     valid_fraction: float = Field(0.1, gt=0, lt=1, description="Share of pairs held out as DPO validation pairs.")
     dpo: dict[str, Any] = Field(default_factory=dict, description="punie dpo settings (iters, beta, ...).")
@@ -139,6 +147,9 @@ def improve(config: ImproveConfig, *, on_round: Callable[[int, dict[str, Any]], 
         if config.downsample:
             split["train"], record["downsampled"] = downsample_categories(split["train"], config.max_ratio,
                                                                           config.seed)
+            split["train"], record["downsampled_decisions"] = downsample_decisions(split["train"],
+                                                                                   config.max_ratio, config.seed)
+        record["decisions"] = decision_counts(split["train"])
         write_split(folder / "pairs", split)
         record["balance_warnings"] = check_balance(split["train"], config.max_ratio, allow=config.allow_imbalance,
                                                    suite_categories={c.category for c in train_suite.cases})
@@ -205,13 +216,32 @@ def make_pairs(cases: list[EvalCase], drafts: list[list[CaseResult]], *, referen
         if chosen is None:
             pairing.reasons["all drafts failed"] += 1
             continue
+        made = decision(chosen)
+        rejected = next((d for d in failing if decision(_assistant(d.output)) == made), failing[0])
         pair: dict[str, Any] = {"messages": case.messages, "chosen": chosen,
-                                "rejected": _assistant(failing[0].output), "category": case.category,
-                                "case": case.id}
+                                "rejected": _assistant(rejected.output), "category": case.category,
+                                "case": case.id, "decisions": [made, decision(_assistant(rejected.output))]}
         if case.tools:
             pair["tools"] = case.tools
         pairing.pairs.append(pair)
     return pairing
+
+
+def decision(reply: dict[str, Any]) -> str:
+    """What a reply decided: the name of its first tool call, ``"no tool"``, or ``"unparsed tool call"``.
+
+    Read with the parser eval scores with; a call whose JSON is broken (cut off by the token limit, say)
+    still decided on the tool its text names. Two sides of a pair that made the same decision begin with the
+    same tokens (``<tool_call>`` and the name), which DPO's log-ratio difference cancels; sides that decided
+    differently move that decision's probability on every prompt, which is what :func:`check_balance` counts.
+    """
+    parsed = parse_message(reply)
+    if parsed.tool_calls:
+        return parsed.tool_calls[0].name
+    if not parsed.errors:
+        return NO_TOOL
+    named = _NAMED.search(reply.get("content") or "")
+    return named.group(1) if named else UNPARSED
 
 
 def _assistant(text: str) -> dict[str, Any]:
@@ -275,13 +305,81 @@ def downsample_categories(pairs: list[dict[str, Any]], max_ratio: float,
     return kept, {str(category): n for category, n in sorted(dropped.items(), key=lambda kv: str(kv[0]))}
 
 
+def decision_counts(pairs: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
+    """Per decision, how often it is the chosen and the rejected side of a pair whose sides decided differently.
+
+    Pairs whose sides made the same decision are counted under ``"same decision"`` (``"pairs"``).
+    """
+    counts: dict[str, dict[str, int]] = {}
+    same = 0
+    for pair in pairs:
+        chosen, rejected = _decisions(pair)
+        if chosen == rejected:
+            same += 1
+            continue
+        counts.setdefault(chosen, {"chosen": 0, "rejected": 0})["chosen"] += 1
+        counts.setdefault(rejected, {"chosen": 0, "rejected": 0})["rejected"] += 1
+    return dict(sorted(counts.items())) | {"same decision": {"pairs": same}}
+
+
+def _decisions(pair: dict[str, Any]) -> tuple[str, str]:
+    """(chosen, rejected) decisions: as paired, else read from the sides (text or an assistant message)."""
+    if "decisions" in pair:
+        return pair["decisions"][0], pair["decisions"][1]
+
+    def side(value: Any) -> dict[str, Any]:
+        return value if isinstance(value, dict) else {"role": "assistant", "content": value}
+
+    return decision(side(pair["chosen"])), decision(side(pair["rejected"]))
+
+
+def _decision_lean(chosen: int, rejected: int, max_ratio: float) -> bool:
+    # A decision may be one side once with no counterpart; beyond that, within max_ratio of the other side.
+    return max(chosen, rejected) > max_ratio * max(min(chosen, rejected), 1)
+
+
+def downsample_decisions(pairs: list[dict[str, Any]], max_ratio: float,
+                         seed: int) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """(the pairs without those whose decisions lean past ``max_ratio``, the number dropped per chosen -> rejected).
+
+    Same-decision pairs are all kept. The others are taken in a seeded order, each kept when neither of its
+    decisions then leans past the ratio (a decision that is the chosen side 3 times and the rejected side
+    once is past 2:1); passes repeat until none is added. The kept pairs keep their order.
+    """
+    differ = [i for i, p in enumerate(pairs) if len(set(_decisions(p))) == 2]
+    random.Random(seed).shuffle(differ)
+    counts: dict[str, list[int]] = {}
+    kept = set(range(len(pairs))) - set(differ)
+    added = True
+    while added:
+        added = False
+        for i in differ:
+            if i in kept:
+                continue
+            chosen, rejected = _decisions(pairs[i])
+            c, r = counts.setdefault(chosen, [0, 0]), counts.setdefault(rejected, [0, 0])
+            if _decision_lean(c[0] + 1, c[1], max_ratio) or _decision_lean(r[0], r[1] + 1, max_ratio):
+                continue
+            c[0] += 1
+            r[1] += 1
+            kept.add(i)
+            added = True
+    dropped = Counter(" -> ".join(_decisions(pairs[i])) for i in differ if i not in kept)
+    return [pairs[i] for i in sorted(kept)], dict(sorted(dropped.items()))
+
+
 def check_balance(pairs: list[dict[str, Any]], max_ratio: float, *, allow: bool,
                   suite_categories: Iterable[str] = ()) -> list[str]:
-    """Refuse (ImbalanceError) pairs whose category or label is past ``max_ratio``:1, unless ``allow``.
+    """Refuse (ImbalanceError) pairs whose category, label or decisions are past ``max_ratio``:1, unless ``allow``.
 
     A category of the training suite (``suite_categories``) that gave no pair at all is the worst imbalance
     of all: nothing in the pairs holds that behaviour while DPO moves the others (on the demo, the no-tool
     ``answer`` cases gave none and the adapter began calling tools on questions).
+
+    Decisions (:func:`decision`) are counted over the pairs whose sides decided differently: a tool that is
+    the rejected side far more often than the chosen one is pushed down on every prompt, its own included (on
+    the demo, ``list_dir`` rejected 8 times and chosen 4 made the adapter stop listing directories, though
+    every ``list`` pair preferred it).
     """
     from punie.data.labels import imbalance, label_counts
 
@@ -297,9 +395,15 @@ def check_balance(pairs: list[dict[str, Any]], max_ratio: float, *, allow: bool,
     if pairs and missing:
         problems.append(f"no training pair has category {', '.join(map(repr, missing))}, which the training "
                         "suite holds")
+    for name, sides in decision_counts(pairs).items():
+        if "chosen" in sides and _decision_lean(sides["chosen"], sides["rejected"], max_ratio):
+            problems.append(f"decision {name!r} is the chosen side of {sides['chosen']} pair(s) and the rejected "
+                            f"side of {sides['rejected']} whose sides decided differently (past {max_ratio:g}:1; "
+                            "DPO would move it on every prompt)")
     if problems and not allow:
         raise ImbalanceError("; ".join(problems) + ". DPO on them would teach the majority; nothing was trained. "
-                             "Pass --allow-imbalance to train anyway, or add cases of the rarer values.")
+                             "Pass --downsample to drop the excess, --allow-imbalance to train anyway, or add "
+                             "cases of the rarer values.")
     return problems
 
 
