@@ -13,6 +13,7 @@ from punie.dpo.improve import (
     check_balance,
     decision,
     decision_counts,
+    downsample,
     downsample_categories,
     downsample_decisions,
     improve,
@@ -159,6 +160,16 @@ def test_downsample_drops_the_pairs_that_make_a_decision_lean_and_keeps_the_same
     assert downsample_decisions(pairs, 2.0, seed=0) == (kept, dropped)  # seeded
     balanced = decided((call("search"), call("list_dir")), (call("list_dir"), call("search")))
     assert downsample_decisions(balanced, 2.0, seed=0) == (balanced, {})
+
+
+def test_downsample_repeats_both_cuts_until_categories_and_decisions_both_hold():
+    # Cutting the decisions empties most of 'b', which then makes 'a' too common: both must hold at the end.
+    pairs = [p | {"category": "a"} for p in decided(*[(call("read_file"), call("read_file", "x"))] * 5)] + \
+        [p | {"category": "b", "prompt": f"b{i}"} for i, p in enumerate(decided(*[("Hi.", call("search"))] * 4))]
+    kept, categories, decisions = downsample(pairs, 2.0, seed=0)
+    assert check_balance(kept, 2.0, allow=False) == []
+    assert decisions == {"no tool -> search": 2} and categories == {"a": 1}  # 5 : 2 after the decisions' cut
+    assert len(kept) == len(pairs) - 3
 
 
 def test_sampling_is_seeded_and_greedy_stays_the_default(tiny_model):

@@ -145,10 +145,8 @@ def improve(config: ImproveConfig, *, on_round: Callable[[int, dict[str, Any]], 
             on_round(n, record)
         split = split_pairs(pairing.pairs, config.valid_fraction, config.seed)
         if config.downsample:
-            split["train"], record["downsampled"] = downsample_categories(split["train"], config.max_ratio,
-                                                                          config.seed)
-            split["train"], record["downsampled_decisions"] = downsample_decisions(split["train"],
-                                                                                   config.max_ratio, config.seed)
+            split["train"], record["downsampled"], record["downsampled_decisions"] = downsample(
+                split["train"], config.max_ratio, config.seed)
         record["decisions"] = decision_counts(split["train"])
         write_split(folder / "pairs", split)
         record["balance_warnings"] = check_balance(split["train"], config.max_ratio, allow=config.allow_imbalance,
@@ -366,6 +364,21 @@ def downsample_decisions(pairs: list[dict[str, Any]], max_ratio: float,
             added = True
     dropped = Counter(" -> ".join(_decisions(pairs[i])) for i in differ if i not in kept)
     return [pairs[i] for i in sorted(kept)], dict(sorted(dropped.items()))
+
+
+def downsample(pairs: list[dict[str, Any]], max_ratio: float,
+               seed: int) -> tuple[list[dict[str, Any]], dict[str, int], dict[str, int]]:
+    """(kept pairs, dropped per category, dropped per chosen -> rejected decision): both cuts, repeated until
+    neither drops a pair (cutting decisions can make a category the rarest, and the reverse)."""
+    by_category: Counter[str] = Counter()
+    by_decision: Counter[str] = Counter()
+    while True:
+        pairs, categories = downsample_categories(pairs, max_ratio, seed)
+        pairs, decisions = downsample_decisions(pairs, max_ratio, seed)
+        by_category.update(categories)
+        by_decision.update(decisions)
+        if not categories and not decisions:
+            return pairs, dict(sorted(by_category.items())), dict(sorted(by_decision.items()))
 
 
 def check_balance(pairs: list[dict[str, Any]], max_ratio: float, *, allow: bool,
