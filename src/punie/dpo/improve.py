@@ -3,8 +3,8 @@
 One round: the current policy (START, then each round's adapter) answers every
 case of the training suite ``k`` times, sampled (the in-process eval engine with
 a temperature, seeded); the suite's scorers judge each draft. A case whose drafts
-both pass and fail gives one preference pair (the first passing draft over the
-first failing one); with ``reference_answers`` a case whose drafts all failed
+both pass and fail gives one preference pair (the first passing draft over a
+failing one); with ``reference_answers`` a case whose drafts all failed
 takes its expected answer, rendered as the assistant turn, as the chosen side.
 The rejected draft is one that made the chosen side's decision (the same tool, or
 no tool) when there is one. The rest are counted by why they gave none. The
@@ -215,10 +215,10 @@ def make_pairs(cases: list[EvalCase], drafts: list[list[CaseResult]], *, referen
             pairing.reasons["all drafts failed"] += 1
             continue
         made = decision(chosen)
-        rejected = next((d for d in failing if decision(_assistant(d.output)) == made), failing[0])
-        pair: dict[str, Any] = {"messages": case.messages, "chosen": chosen,
-                                "rejected": _assistant(rejected.output), "category": case.category,
-                                "case": case.id, "decisions": [made, decision(_assistant(rejected.output))]}
+        decided = [(_assistant(d.output), decision(_assistant(d.output))) for d in failing]
+        rejected, rejected_made = next((r for r in decided if r[1] == made), decided[0])
+        pair: dict[str, Any] = {"messages": case.messages, "chosen": chosen, "rejected": rejected,
+                                "category": case.category, "case": case.id, "decisions": [made, rejected_made]}
         if case.tools:
             pair["tools"] = case.tools
         pairing.pairs.append(pair)
@@ -344,7 +344,8 @@ def downsample_decisions(pairs: list[dict[str, Any]], max_ratio: float,
     decisions then leans past the ratio (a decision that is the chosen side 3 times and the rejected side
     once is past 2:1); passes repeat until none is added. The kept pairs keep their order.
     """
-    differ = [i for i, p in enumerate(pairs) if len(set(_decisions(p))) == 2]
+    made = [_decisions(p) for p in pairs]
+    differ = [i for i, (chosen, rejected) in enumerate(made) if chosen != rejected]
     random.Random(seed).shuffle(differ)
     counts: dict[str, list[int]] = {}
     kept = set(range(len(pairs))) - set(differ)
@@ -354,7 +355,7 @@ def downsample_decisions(pairs: list[dict[str, Any]], max_ratio: float,
         for i in differ:
             if i in kept:
                 continue
-            chosen, rejected = _decisions(pairs[i])
+            chosen, rejected = made[i]
             c, r = counts.setdefault(chosen, [0, 0]), counts.setdefault(rejected, [0, 0])
             if _decision_lean(c[0] + 1, c[1], max_ratio) or _decision_lean(r[0], r[1] + 1, max_ratio):
                 continue
@@ -362,7 +363,7 @@ def downsample_decisions(pairs: list[dict[str, Any]], max_ratio: float,
             r[1] += 1
             kept.add(i)
             added = True
-    dropped = Counter(" -> ".join(_decisions(pairs[i])) for i in differ if i not in kept)
+    dropped = Counter(" -> ".join(made[i]) for i in differ if i not in kept)
     return [pairs[i] for i in sorted(kept)], dict(sorted(dropped.items()))
 
 
