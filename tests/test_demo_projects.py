@@ -155,3 +155,30 @@ def test_validation_suites_share_no_prompt_with_a_reported_suite():
         assert len(chosen_on) == len(set(chosen_on)), f"{name} repeats a prompt"
         assert not reported & set(chosen_on), f"{name} shares prompts with a reported suite"
     assert len(prompts("suite-notool-valid")) == len(prompts("suite-notool"))
+
+
+def test_the_improve_suite_asks_only_new_training_side_requests():
+    """punie improve's training suite: requests no exported record or eval suite holds (not even up to case
+    and punctuation for the held-out suites), each once, every category, no held-out file of the workspace."""
+    import re
+
+    from punie.eval.overlap import data_prompts, prompt_key
+    from punie.eval.suite import load_suite
+    from punie.traces import demo_tasks
+
+    agent = Path(__file__).resolve().parents[1] / "data" / "agent"
+    cases = load_suite(agent / "improve.jsonl").cases
+    keys = [prompt_key(c.messages) for c in cases]
+    assert len(keys) == len(set(keys)) > 300
+    trained = set().union(*(data_prompts(agent / f"{split}.jsonl") for split in ("train", "valid", "test")))
+    assert not trained & set(keys)
+
+    def request(messages: list[dict]) -> str:
+        return re.sub(r"[^\w/.]+", " ", messages[-1]["content"].lower()).strip()
+
+    held_out = {request(json.loads(line)["messages"]) for path in agent.glob("suite*.jsonl")
+                for line in path.read_text().splitlines()}
+    assert not held_out & {request(c.messages) for c in cases}
+    assert {c.category for c in cases} == {"answer", "edit", "list", "read", "run", "search"}
+    text = (agent / "improve.jsonl").read_text()
+    assert not [rel for rel in demo_tasks.HELD_OUT_FILES if f'"{rel}"' in text]

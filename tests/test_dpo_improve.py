@@ -172,6 +172,26 @@ def test_downsample_repeats_both_cuts_until_categories_and_decisions_both_hold()
     assert len(kept) == len(pairs) - 3
 
 
+def test_balance_names_what_is_checked_and_cut():
+    # The same pairs as above: 'a' 5 : 4 'b' with 'no tool -> search' 4 times. Held to the decisions only,
+    # the category cut never runs, nor is a missing category refused; held to categories only, no decision.
+    pairs = [p | {"category": "a"} for p in decided(*[(call("read_file"), call("read_file", "x"))] * 5)] + \
+        [p | {"category": "b", "prompt": f"b{i}"} for i, p in enumerate(decided(*[("Hi.", call("search"))] * 4))]
+    kept, categories, decisions = downsample(pairs, 2.0, seed=0, balance=("decisions",))
+    assert categories == {} and decisions == {"no tool -> search": 2} and len(kept) == len(pairs) - 2
+    assert check_balance(kept, 2.0, allow=False, balance=("decisions",), suite_categories=["a", "b", "c"]) == []
+    with pytest.raises(ImbalanceError, match="category is 5 'a' : 2 'b'"):
+        check_balance(kept, 2.0, allow=False)
+    with pytest.raises(ImbalanceError, match="decision 'no tool'"):
+        check_balance(pairs, 2.0, allow=False)
+    assert check_balance(pairs, 2.0, allow=False, balance=("categories", "labels")) == []
+    assert downsample(pairs, 2.0, seed=0, balance=("categories",))[2] == {}
+    assert ImproveConfig(suite="s", eval_suite="e", output="o", balance="decisions, labels").balance == (
+        "decisions", "labels")
+    with pytest.raises(ValueError, match="balance"):
+        ImproveConfig(suite="s", eval_suite="e", output="o", balance="decisions,tools")
+
+
 def test_sampling_is_seeded_and_greedy_stays_the_default(tiny_model):
     cases = [case(i) for i in range(3)] * 3
 

@@ -19,7 +19,7 @@ DATA = Path(__file__).resolve().parents[1] / "data"
 COMMITTED = DATA / "agent"
 FILES = ("train.jsonl", "valid.jsonl", "test.jsonl", "suite.jsonl", "suite-projects.jsonl",
          "suite-projects-valid.jsonl", "suite-notool.jsonl", "suite-notool-valid.jsonl", "tasks.jsonl",
-         "tasks-valid.jsonl", "export.json")
+         "tasks-valid.jsonl", "improve.jsonl", "export.json")
 
 
 def _tree(root: Path) -> dict[str, bytes]:

@@ -36,6 +36,7 @@ def improve(
     allow_imbalance: Annotated[bool | None, typer.Option(help=_help("allow_imbalance"))] = None,
     downsample: Annotated[bool | None, typer.Option(help=_help("downsample"))] = None,
     max_ratio: Annotated[float | None, typer.Option(help=_help("max_ratio"))] = None,
+    balance: Annotated[str | None, typer.Option(help=_help("balance"))] = None,
     iters: Annotated[int | None, typer.Option(help="DPO iterations per round (punie dpo --iters).")] = None,
     beta: Annotated[float | None, typer.Option(help="DPO beta (punie dpo --beta).")] = None,
     learning_rate: Annotated[float | None, typer.Option(help="DPO learning rate (punie dpo --learning-rate).")] = None,

@@ -206,5 +206,7 @@ def demo_data(
         if name in data.task_suites:
             out.print(f"Task suite: {cases} held-out agent tasks in {data.files[name]} (workspaces under "
                       f"{data.tasks_dir})")
+        elif name == "improve":
+            out.print(f"Training suite of punie improve: {cases} new requests in {data.files[name]}")
         else:
             out.print(f"Eval suite: {cases} held-out cases in {data.files[name]}")

@@ -28,9 +28,9 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from punie import fileio
 from punie.chat.toolcalls import TOOL_CALL_START, parse_message
@@ -43,6 +43,9 @@ from punie.eval.suite import EvalCase, load_suite
 from punie.training.loop import TrainingCallback
 
 BALANCED_FIELDS = ("category", "label", "route", "answer")  # the tool a reply calls is the task, not a bias
+LABEL_FIELDS = BALANCED_FIELDS[1:]
+Balance = Literal["categories", "labels", "decisions"]  # what check_balance can hold to the ratio
+BALANCE_KINDS: tuple[Balance, ...] = ("categories", "labels", "decisions")
 REASONS = ("all drafts passed", "all drafts failed")
 NO_TOOL = "no tool"
 UNPARSED = "unparsed tool call"
@@ -71,12 +74,21 @@ class ImproveConfig(BaseModel):
     allow_imbalance: bool = Field(False, description="Train even when the pairs' categories or labels are "
                                                      "past 2:1.")
     max_ratio: float = Field(2.0, gt=1, description="The most/least common category or label ratio allowed.")
+    balance: tuple[Balance, ...] = Field(
+        BALANCE_KINDS, min_length=1, description="What the training pairs must balance (and --downsample cuts), "
+                                                 "comma-separated: categories, labels (yes/no, route, answer), "
+                                                 "decisions (tool or no tool, chosen vs rejected).")
     downsample: bool = Field(False, description="Drop training pairs of the commoner categories (a seeded choice) "
                                                 "until none has more than --max-ratio times the rarest, then "
                                                 "pairs whose decisions (tool or no tool) lean past it; the "
                                                 "counts dropped are printed and kept in improve.json.")
     valid_fraction: float = Field(0.1, gt=0, lt=1, description="Share of pairs held out as DPO validation pairs.")
     dpo: dict[str, Any] = Field(default_factory=dict, description="punie dpo settings (iters, beta, ...).")
+
+    @field_validator("balance", mode="before")
+    @classmethod
+    def _split_balance(cls, value: Any) -> Any:
+        return tuple(part.strip() for part in value.split(",") if part.strip()) if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _one_suite(self) -> ImproveConfig:
@@ -146,11 +158,12 @@ def improve(config: ImproveConfig, *, on_round: Callable[[int, dict[str, Any]], 
         split = split_pairs(pairing.pairs, config.valid_fraction, config.seed)
         if config.downsample:
             split["train"], record["downsampled"], record["downsampled_decisions"] = downsample(
-                split["train"], config.max_ratio, config.seed)
+                split["train"], config.max_ratio, config.seed, balance=config.balance)
         record["decisions"] = decision_counts(split["train"])
         write_split(folder / "pairs", split)
         record["balance_warnings"] = check_balance(split["train"], config.max_ratio, allow=config.allow_imbalance,
-                                                   suite_categories={c.category for c in train_suite.cases})
+                                                   suite_categories={c.category for c in train_suite.cases},
+                                                   balance=config.balance)
         result = train_dpo(_dpo_config(config, policy, folder / "pairs", out / f"dpo-{n}"), training)
         record |= {"adapter": str(result.output), "final_val_accuracy": result.final_val_accuracy}
         fileio.write_json(out / "improve.json", {"config": json.loads(config.model_dump_json()), "rounds": rounds})
@@ -367,15 +380,21 @@ def downsample_decisions(pairs: list[dict[str, Any]], max_ratio: float,
     return [pairs[i] for i in sorted(kept)], dict(sorted(dropped.items()))
 
 
-def downsample(pairs: list[dict[str, Any]], max_ratio: float,
-               seed: int) -> tuple[list[dict[str, Any]], dict[str, int], dict[str, int]]:
-    """(kept pairs, dropped per category, dropped per chosen -> rejected decision): both cuts, repeated until
-    neither drops a pair (cutting decisions can make a category the rarest, and the reverse)."""
+def downsample(pairs: list[dict[str, Any]], max_ratio: float, seed: int,
+               balance: Iterable[str] = BALANCE_KINDS) -> tuple[list[dict[str, Any]], dict[str, int], dict[str, int]]:
+    """(kept pairs, dropped per category, dropped per chosen -> rejected decision): the cuts ``balance`` names
+    ("categories", "decisions"), repeated until none drops a pair (cutting decisions can make a category the
+    rarest, and the reverse). Labels are never cut (see :func:`downsample_categories`)."""
+    balance = set(balance)
     by_category: Counter[str] = Counter()
     by_decision: Counter[str] = Counter()
     while True:
-        pairs, categories = downsample_categories(pairs, max_ratio, seed)
-        pairs, decisions = downsample_decisions(pairs, max_ratio, seed)
+        categories: dict[str, int] = {}
+        decisions: dict[str, int] = {}
+        if "categories" in balance:
+            pairs, categories = downsample_categories(pairs, max_ratio, seed)
+        if "decisions" in balance:
+            pairs, decisions = downsample_decisions(pairs, max_ratio, seed)
         by_category.update(categories)
         by_decision.update(decisions)
         if not categories and not decisions:
@@ -383,8 +402,10 @@ def downsample(pairs: list[dict[str, Any]], max_ratio: float,
 
 
 def check_balance(pairs: list[dict[str, Any]], max_ratio: float, *, allow: bool,
-                  suite_categories: Iterable[str] = ()) -> list[str]:
+                  suite_categories: Iterable[str] = (), balance: Iterable[str] = BALANCE_KINDS) -> list[str]:
     """Refuse (ImbalanceError) pairs whose category, label or decisions are past ``max_ratio``:1, unless ``allow``.
+
+    ``balance`` names what is checked ("categories", "labels", "decisions"; all three by default).
 
     A category of the training suite (``suite_categories``) that gave no pair at all is the worst imbalance
     of all: nothing in the pairs holds that behaviour while DPO moves the others (on the demo, the no-tool
@@ -397,27 +418,30 @@ def check_balance(pairs: list[dict[str, Any]], max_ratio: float, *, allow: bool,
     """
     from punie.data.labels import imbalance, label_counts
 
+    balance = set(balance)
     counts = label_counts([(p, "preference") for p in pairs])
     problems = []
-    for name in BALANCED_FIELDS:
+    fields = (("category",) if "categories" in balance else ()) + (LABEL_FIELDS if "labels" in balance else ())
+    for name in fields:
         ratio = imbalance(counts.get(name, {}), max_ratio, min_records=1)
         if ratio is not None:
             table = " : ".join(f"{n} {value!r}" for value, n in counts[name].items())
             problems.append(f"the training pairs' {name} is {table} ({ratio:.1f}:1, above {max_ratio:g}:1)")
     paired = {str(p["category"]) for p in pairs if p.get("category") is not None}
     missing = sorted({str(c) for c in suite_categories} - paired)
-    if pairs and missing:
+    if pairs and missing and "categories" in balance:
         problems.append(f"no training pair has category {', '.join(map(repr, missing))}, which the training "
                         "suite holds")
-    for name, sides in decision_counts(pairs).items():
+    decisions = decision_counts(pairs) if "decisions" in balance else {}
+    for name, sides in decisions.items():
         if "chosen" in sides and _decision_lean(sides["chosen"], sides["rejected"], max_ratio):
             problems.append(f"decision {name!r} is the chosen side of {sides['chosen']} pair(s) and the rejected "
                             f"side of {sides['rejected']} whose sides decided differently (past {max_ratio:g}:1; "
                             "DPO would move it on every prompt)")
     if problems and not allow:
         raise ImbalanceError("; ".join(problems) + ". DPO on them would teach the majority; nothing was trained. "
-                             "Pass --downsample to drop the excess, --allow-imbalance to train anyway, or add "
-                             "cases of the rarer values.")
+                             "Pass --downsample to drop the excess, --allow-imbalance to train anyway, --balance "
+                             "to choose what must balance, or add cases of the rarer values.")
     return problems
 
 

@@ -29,6 +29,7 @@ from punie import fileio
 from punie.assets import sample_workspace
 from punie.chat.toolcalls import ToolCall, parse_text
 from punie.errors import DataError
+from punie.eval.overlap import data_prompts, prompt_key
 from punie.eval.tasks import Episode, check_from_dict, judge
 from punie.traces import demo_tasks, grounded, project_tasks, projects, sandbox, task_suite
 from punie.traces.agent import DEFAULT_SYSTEM, AgentResult, Completion, Judge, run_agent
@@ -353,7 +354,6 @@ def first_step_suites(source: Path, seed: int) -> dict[str, list[dict[str, Any]]
     Both draw their questions from the same held-out pools (few capitals, translations), so without this a
     recipe chosen on the validation suite would have seen some of the very cases it is reported on.
     """
-    from punie.eval.overlap import prompt_key
 
     tests = {"suite": build_suite(source, seed), "suite-projects": build_project_suite("test", seed),
              "suite-notool": build_foreign_suite(seed)}
@@ -370,6 +370,35 @@ def first_step_suites(source: Path, seed: int) -> dict[str, list[dict[str, Any]]
     notool = len(tests["suite-notool"])  # the same size as the reported one: draw more, keep the first unique
     return tests | {"suite-projects-valid": held_apart(build_project_suite("valid", seed)),
                     "suite-notool-valid": held_apart(build_foreign_suite(seed, "valid", 3 * notool))[:notool]}
+
+
+def build_improve_suite(source: Path, seed: int, taken: set[str]) -> list[dict[str, Any]]:
+    """Training-side cases for ``punie improve`` (``improve.jsonl``): the training tasks drawn again with
+    ``seed``, on the training copy of the sample workspace and the training projects, keeping each request
+    once and only those whose prompt is not in ``taken`` (every exported record's and eval case's prompt).
+
+    So the suite asks new requests of the kinds the adapter was trained on (other files, arguments and
+    phrasing draws), none of them a held-out file, project or template, and none the SFT data answered:
+    drafts on trained requests nearly all pass and pair nothing.
+    """
+    with tempfile.TemporaryDirectory(prefix="punie-improve-") as tmp:
+        clean = training_workspace(source, Path(tmp) / "clean")
+        runs = [(clean, task) for task in demo_tasks.build_tasks("train", seed)]
+        trees: dict[str, Path] = {}
+        for project, task in project_tasks.training_tasks(seed):
+            if project.name not in trees:
+                trees[project.name] = projects.materialize(project, Path(tmp) / "projects" / project.name)
+            runs.append((trees[project.name], task))
+        kept = []
+        for case in suite_cases(runs):
+            if (key := prompt_key(case["messages"])) not in taken:
+                taken.add(key)
+                kept.append(case)
+    counters: dict[str, int] = {}  # numbered again, without the gaps the dropped cases left
+    for case in kept:
+        counters[case["category"]] = counters.get(case["category"], 0) + 1
+        case["id"] = f"{case['category']}-{counters[case['category']]:03d}"
+    return kept
 
 
 def suite_cases(runs: list[tuple[Path, demo_tasks.DemoTask]]) -> list[dict[str, Any]]:
@@ -404,7 +433,8 @@ def generate(out_dir: Path | str, *, seed: int = 42, store: TraceStore | None = 
     """Record the demo traces into ``store`` (replacing earlier demo traces there), export the passed ones
     into ``out_dir`` (train/valid/test.jsonl, export.json), write the first-step eval suites (suite*.jsonl)
     and the held-out task suites (tasks.jsonl, tasks-valid.jsonl) with their projects under ``tasks_dir``
-    (default: ``tasks`` beside ``out_dir``)."""
+    (default: ``tasks`` beside ``out_dir``), and ``improve.jsonl``, the training suite of ``punie improve``
+    (:func:`build_improve_suite`, drawn with ``seed + 1``)."""
     source = Path(workspace) if workspace is not None else default_workspace()
     if not (source / "README.md").is_file():
         raise DataError(f"sample workspace {source} not found; pass the path of punie's data/workspace.")
@@ -422,6 +452,9 @@ def generate(out_dir: Path | str, *, seed: int = 42, store: TraceStore | None = 
         raise DataError(f"{len(report.rejected)} demo traces failed validation, e.g. trace "
                         f"{report.rejected[0].trace_id}: {report.rejected[0].reason}")
     suites = first_step_suites(source, seed)
+    taken = set().union(*(data_prompts(path) for path in report.files.values()),
+                        *({prompt_key(c["messages"]) for c in cases} for cases in suites.values()))
+    suites["improve"] = build_improve_suite(source, seed + 1, taken)
     tasks_root = Path(tasks_dir) if tasks_dir is not None else out_dir.parent / "tasks"
     suites |= write_task_suites(tasks_root, Path(os.path.relpath(tasks_root, out_dir)).as_posix(), seed)
     files = {**report.files, "manifest": out_dir / "export.json"}
