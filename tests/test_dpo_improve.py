@@ -250,7 +250,10 @@ def test_one_tiny_round_end_to_end(tiny_model, tmp_path, run_cli):
     assert json.loads((out / "improve.json").read_text())["rounds"] == rounds
 
     # From START (the adapter just made), through the CLI: START is what the new adapter is compared with.
-    cli = run_cli("improve", "--suite", str(train_suite), "--eval-suite", str(held_out), "--output",
+    # Two held-out suites: each evaluated, compared and reported in its own folder.
+    other = write_suite(tmp_path / "other.jsonl", [f"Name colour {i}." for i in range(3)])
+    cli = run_cli("improve", "--suite", str(train_suite), "--eval-suite", str(held_out), "--eval-suite", str(other),
+                  "--output",
                   str(tmp_path / "cli"), "--model", str(tiny_model), "--adapter", str(adapter), "--k", "4",
                   "--temperature", "1.0", "--max-tokens", "6", "--allow-imbalance", "--iters", "2",
                   "--dpo-batch-size", "2", "--sft-weight", "0.5", "--keep", "last")
@@ -258,10 +261,15 @@ def test_one_tiny_round_end_to_end(tiny_model, tmp_path, run_cli):
     dpo_config = json.loads((tmp_path / "cli" / "dpo-1" / "manifest.json").read_text())["config"]
     assert (dpo_config["sft_weight"], dpo_config["keep"]) == (0.5, "last")
     assert "Round 1:" in cli.stderr and "case(s) gave pairs" in cli.stderr and "all drafts failed" in cli.stderr
+    both = json.loads((tmp_path / "cli" / "improve.json").read_text())["comparisons"]
+    assert [(c["suite"], c["baseline"], c["run"], c["n_paired"]) for c in both] == [
+        (str(held_out), "dpo-1", "cli/dpo-1", 4), (str(other), "dpo-1", "cli/dpo-1", 3)]
+    assert all((tmp_path / "cli" / "eval" / name / "report.html").is_file() for name in ("held", "other"))
+    assert f"on {other} (3 cases)" in cli.stdout
     assert "dpo step 2/2: loss" in cli.stderr
     assert ("Trained anyway (--allow-imbalance)" in cli.stderr) == bool(
         json.loads((tmp_path / "cli" / "improve.json").read_text())["rounds"][0]["balance_warnings"])
-    assert "cli/dpo-1 vs dpo-1 on" in cli.stdout and (tmp_path / "cli" / "eval" / "report.html").is_file()
+    assert "cli/dpo-1 vs dpo-1 on" in cli.stdout
 
 
 def test_a_held_out_suite_sharing_training_prompts_is_refused(tiny_model, tmp_path):
@@ -294,7 +302,7 @@ def test_a_training_suite_from_tools_data_expects_each_first_reply_and_skips_hel
     held.write_text(json.dumps({"id": "h", "messages": records[2]["messages"][:2], "tools": TOOLS,
                                 "scorer": "tool_call", "expect": {"no_tool_call": True}}) + "\n")
     out = tmp_path / "suite.jsonl"
-    assert write_training_suite(data, out, exclude=held) == (2, 1)
+    assert write_training_suite(data, out, exclude=[held]) == (2, 1)
     cases = [json.loads(line) for line in out.read_text().splitlines()]
     assert [c["messages"] for c in cases] == [records[0]["messages"][:2], records[1]["messages"][:2]]
     assert cases[0]["expect"] == {"tool_calls": [{"name": "read_file", "arguments": {"path": "a.md"}}]}

@@ -19,7 +19,7 @@ def _help(name: str) -> str:
 
 def improve(
     *,
-    eval_suite: Annotated[Path, typer.Option(help=_help("eval_suite"))],
+    eval_suite: Annotated[list[Path], typer.Option(help=_help("eval_suite"))],
     output: Annotated[Path, typer.Option("--output", "-o", help=_help("output"))],
     suite: Annotated[Path | None, typer.Option(help=_help("suite"))] = None,
     suite_from_data: Annotated[Path | None, typer.Option(help=_help("suite_from_data"))] = None,
@@ -82,7 +82,7 @@ def improve(
     for warning in (w for r in result.rounds for w in r["balance_warnings"]):
         err.print(f"[yellow]Trained anyway (--allow-imbalance):[/] {warning}")
     for comp in result.comparisons:
-        out.print(f"{comp['run']} vs {comp['baseline']} on {eval_suite} ({comp['n_paired']} cases): "
+        out.print(f"{comp['run']} vs {comp['baseline']} on {comp['suite']} ({comp['n_paired']} cases): "
                   f"{comp['baseline_accuracy']:.1%} -> {comp['accuracy']:.1%} ({comp['delta']:+.1%}, "
                   f"{comp['improved']} improved, {comp['regressed']} regressed, McNemar p={comp['p_value']:.3g}); "
                   f"{comp['verdict']}")
@@ -90,7 +90,9 @@ def improve(
             out.print(f"  {category}: {row['baseline_accuracy']:.1%} -> {row['accuracy']:.1%} (n={row['n']})")
         if comp.get("note"):
             out.print(f"  [yellow]{comp['note']}[/]")
-    out.print(f"Adapter: {result.adapters[-1]}\nReport:  {result.eval_dir / 'report.html'}")
+    out.print(f"Adapter: {result.adapters[-1]}")
+    for eval_dir in result.eval_dirs:
+        out.print(f"Report:  {eval_dir / 'report.html'}")
 
 
 def _print_round(n: int, record: dict[str, Any]) -> None:

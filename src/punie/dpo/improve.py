@@ -58,7 +58,8 @@ class ImproveConfig(BaseModel):
     suite: Path | None = Field(None, description="Training suite (JSONL cases with expect) the drafts are scored on.")
     suite_from_data: Path | None = Field(None, description="Instead of --suite: build it from a tools-format data file "
                                                            "(each record's first reply is the expected answer).")
-    eval_suite: Path = Field(..., description="Held-out suite START and the new adapters are compared on.")
+    eval_suite: list[Path] = Field(..., min_length=1, description="Held-out suite START and the new adapters are "
+                                                                  "compared on (repeat for several).")
     output: Path = Field(..., description="Directory for drafts, pairs, adapters and the evaluation.")
     model: str | None = Field(None, description="Base model: 'default', a model directory, or a repo id.")
     adapter: Path | None = Field(None, description="START: the adapter to improve (default: the base model).")
@@ -84,6 +85,11 @@ class ImproveConfig(BaseModel):
                                                 "counts dropped are printed and kept in improve.json.")
     valid_fraction: float = Field(0.1, gt=0, lt=1, description="Share of pairs held out as DPO validation pairs.")
     dpo: dict[str, Any] = Field(default_factory=dict, description="punie dpo settings (iters, beta, ...).")
+
+    @field_validator("eval_suite", mode="before")
+    @classmethod
+    def _one_or_more(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str | Path) else value
 
     @field_validator("balance", mode="before")
     @classmethod
@@ -116,8 +122,8 @@ class ImproveResult:
     output: Path
     rounds: list[dict[str, Any]]
     adapters: list[Path]
-    comparisons: list[dict[str, Any]]  # START vs each round's adapter on the held-out suite
-    eval_dir: Path
+    comparisons: list[dict[str, Any]]  # START vs each round's adapter on each held-out suite ("suite")
+    eval_dirs: list[Path]  # one per held-out suite, in their order
 
 
 class ImbalanceError(DataError):
@@ -131,14 +137,17 @@ def improve(config: ImproveConfig, *, on_round: Callable[[int, dict[str, Any]], 
 
     ``on_round(n, record)`` hears each round's pair counts as soon as the drafts are paired;
     ``on_draft(done, total)`` each scored draft; ``training`` gets the DPO reports; ``on_written(eval_dir)``
-    runs when the held-out results are written (the CLI renders the report).
+    runs when a held-out suite's results are written (the CLI renders the report).
     """
     from punie.eval import run_eval
 
-    held_out = load_suite(config.eval_suite)
+    held_out = {path: load_suite(path) for path in config.eval_suite}
+    eval_dirs = _eval_dirs(config.output, config.eval_suite)
     _dpo_config(config, config.adapter, config.output, config.output)  # bad DPO settings fail before any sampling
     if config.suite is not None:  # checked before anything is written
-        check_disjoint(held_out.cases, config.eval_suite, suite_prompts(load_suite(config.suite).cases), config.suite)
+        trained = suite_prompts(load_suite(config.suite).cases)
+        for path, suite in held_out.items():
+            check_disjoint(suite.cases, path, trained, config.suite)
     out = _claim(config.output)
     suite_path = config.suite or out / "train-suite.jsonl"
     if config.suite_from_data is not None:  # built without the held-out prompts
@@ -169,14 +178,26 @@ def improve(config: ImproveConfig, *, on_round: Callable[[int, dict[str, Any]], 
         fileio.write_json(out / "improve.json", {"config": json.loads(config.model_dump_json()), "rounds": rounds})
         policy = result.output
         adapters.append(result.output)
-    eval_dir = out / "eval"
     runs = ([config.adapter] if config.adapter else []) + adapters
-    results = run_eval(config.eval_suite, model=config.model, adapters=runs, max_tokens=config.max_tokens,
-                       out_dir=eval_dir, batch_size=config.batch_size, on_written=on_written)
-    comparisons = start_comparisons(results, config.adapter is not None)
-    fileio.write_json(out / "improve.json", {"config": json.loads(config.model_dump_json()), "rounds": rounds,
-                                             "comparisons": comparisons})
-    return ImproveResult(output=out, rounds=rounds, adapters=adapters, comparisons=comparisons, eval_dir=eval_dir)
+    comparisons = []
+    for path, eval_dir in zip(config.eval_suite, eval_dirs, strict=True):
+        results = run_eval(path, model=config.model, adapters=runs, max_tokens=config.max_tokens,
+                           out_dir=eval_dir, batch_size=config.batch_size, on_written=on_written)
+        comparisons += [{"suite": str(path)} | c for c in start_comparisons(results, config.adapter is not None)]
+        fileio.write_json(out / "improve.json", {"config": json.loads(config.model_dump_json()), "rounds": rounds,
+                                                 "comparisons": comparisons})
+    return ImproveResult(output=out, rounds=rounds, adapters=adapters, comparisons=comparisons, eval_dirs=eval_dirs)
+
+
+def _eval_dirs(output: Path, suites: list[Path]) -> list[Path]:
+    """``output/eval`` for one held-out suite; ``output/eval/<file stem>`` each for several."""
+    if len(suites) == 1:
+        return [output / "eval"]
+    stems = [path.stem for path in suites]
+    if len(set(stems)) < len(stems):
+        raise DataError(f"two held-out suites have the same file name ({', '.join(map(str, suites))}); their "
+                        "reports would share a folder: rename one.")
+    return [output / "eval" / stem for stem in stems]
 
 
 def sample_drafts(cases: list[EvalCase], config: ImproveConfig, policy: Path | None, seed: int,

@@ -11,6 +11,7 @@ any ``tools``-format file works.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +22,9 @@ from punie.eval.overlap import prompt_key, suite_prompts
 from punie.eval.suite import load_suite
 
 
-def cases_from_records(path: Path, exclude: Path | None = None) -> tuple[list[dict[str, Any]], int]:
-    """(suite cases, how many records were left out for sharing a prompt with ``exclude``)."""
-    held_out = suite_prompts(load_suite(exclude).cases) if exclude else set()
+def cases_from_records(path: Path, exclude: Iterable[Path] = ()) -> tuple[list[dict[str, Any]], int]:
+    """(suite cases, how many records were left out for sharing a prompt with a suite of ``exclude``)."""
+    held_out = set().union(*(suite_prompts(load_suite(suite).cases) for suite in exclude))
     cases, shared = [], 0
     for number, line in enumerate(path.read_text().splitlines(), 1):
         if not line.strip():
@@ -42,11 +43,13 @@ def cases_from_records(path: Path, exclude: Path | None = None) -> tuple[list[di
     return cases, shared
 
 
-def write_training_suite(data_file: Path, out: Path, exclude: Path | None = None) -> tuple[int, int]:
-    """Write the suite; returns (cases written, records left out as shared with ``exclude``)."""
+def write_training_suite(data_file: Path, out: Path, exclude: Iterable[Path] = ()) -> tuple[int, int]:
+    """Write the suite; returns (cases written, records left out as shared with a suite of ``exclude``)."""
+    exclude = list(exclude)
     cases, shared = cases_from_records(data_file, exclude)
     if not cases:
-        raise DataError(f"{data_file} gave no training case (every prompt is also in {exclude}).")
+        raise DataError(f"{data_file} gave no training case (every prompt is also in "
+                        f"{', '.join(map(str, exclude))}).")
     fileio.write_text(out, "".join(json.dumps(c) + "\n" for c in cases))
     load_suite(out)  # the cases must pass the suite's own checks
     return len(cases), shared
