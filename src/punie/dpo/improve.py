@@ -81,8 +81,9 @@ class ImproveConfig(BaseModel):
                                                  "decisions (tool or no tool, chosen vs rejected).")
     downsample: bool = Field(False, description="Drop training pairs of the commoner categories (a seeded choice) "
                                                 "until none has more than --max-ratio times the rarest, then "
-                                                "pairs whose decisions (tool or no tool) lean past it; the "
-                                                "counts dropped are printed and kept in improve.json.")
+                                                "pairs whose decisions (tool or no tool) lean past it (the cuts "
+                                                "--balance names); the counts dropped are printed and kept in "
+                                                "improve.json.")
     valid_fraction: float = Field(0.1, gt=0, lt=1, description="Share of pairs held out as DPO validation pairs.")
     dpo: dict[str, Any] = Field(default_factory=dict, description="punie dpo settings (iters, beta, ...).")
 
