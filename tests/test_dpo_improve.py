@@ -179,7 +179,7 @@ def test_balance_names_what_is_checked_and_cut():
         [p | {"category": "b", "prompt": f"b{i}"} for i, p in enumerate(decided(*[("Hi.", call("search"))] * 4))]
     kept, categories, decisions = downsample(pairs, 2.0, seed=0, balance=("decisions",))
     assert categories == {} and decisions == {"no tool -> search": 2} and len(kept) == len(pairs) - 2
-    assert check_balance(kept, 2.0, allow=False, balance=("decisions",), suite_categories=["a", "b", "c"]) == []
+    assert check_balance(kept, 2.0, allow=False, balance=("decisions",), suite_categories=["a", "b"]) == []
     with pytest.raises(ImbalanceError, match="category is 5 'a' : 2 'b'"):
         check_balance(kept, 2.0, allow=False)
     with pytest.raises(ImbalanceError, match="decision 'no tool'"):
@@ -190,6 +190,15 @@ def test_balance_names_what_is_checked_and_cut():
         "decisions", "labels")
     with pytest.raises(ValueError, match="balance"):
         ImproveConfig(suite="s", eval_suite="e", output="o", balance="decisions,tools")
+    with pytest.raises(ValueError, match="unknown balance 'category'"):
+        check_balance(pairs, 2.0, allow=False, balance=("category",))
+    # Labels alone: a yes/no lean is refused, the categories and decisions above are not; a missing category is.
+    labelled = [p | {"label": "yes"} for p in pairs[:3]] + [p | {"label": "no"} for p in pairs[3:4]]
+    with pytest.raises(ImbalanceError, match="label is 3 'yes' : 1 'no'"):
+        check_balance(labelled, 2.0, allow=False, balance=("labels",))
+    assert check_balance(pairs, 2.0, allow=False, balance=("labels",)) == []
+    with pytest.raises(ImbalanceError, match="no training pair has category 'c'"):
+        check_balance(pairs, 2.0, allow=False, balance=("labels",), suite_categories=["a", "b", "c"])
 
 
 def test_sampling_is_seeded_and_greedy_stays_the_default(tiny_model):
@@ -278,7 +287,36 @@ def test_a_held_out_suite_sharing_training_prompts_is_refused(tiny_model, tmp_pa
     config = ImproveConfig(suite=train_suite, eval_suite=held_out, output=tmp_path / "o", model=str(tiny_model))
     with pytest.raises(DataError, match="shares 1 prompt"):
         improve(config)
+    clean = write_suite(tmp_path / "clean.jsonl", ["five"])
+    with pytest.raises(DataError, match="held.jsonl shares 1 prompt"):  # the second of two held-out suites
+        improve(config.model_copy(update={"eval_suite": [clean, held_out]}))
+    (tmp_path / "other").mkdir()
+    same_name = write_suite(tmp_path / "other" / "Clean.jsonl", ["six"])  # one folder on macOS's disk
+    with pytest.raises(DataError, match="same file name"):
+        improve(config.model_copy(update={"eval_suite": [clean, same_name]}))
     assert not (tmp_path / "o").exists()
+
+
+def test_an_interrupted_evaluation_stops_and_says_so(tiny_model, tmp_path, monkeypatch):
+    import punie.eval
+
+    train_suite = write_suite(tmp_path / "train.jsonl", [f"Tell me about item {i}." for i in range(8)])
+    held = [write_suite(tmp_path / f"held{i}.jsonl", [f"Describe thing {i}."]) for i in range(2)]
+    evaluated = []
+
+    def ctrl_c(path, **options):  # run_eval keeps what finished and returns it, marked interrupted
+        evaluated.append(path)
+        return type("Results", (), {"interrupted": True})()
+
+    monkeypatch.setattr(punie.eval, "run_eval", ctrl_c)
+    config = ImproveConfig(suite=train_suite, eval_suite=held, output=tmp_path / "o", model=str(tiny_model), k=4,
+                           temperature=1.0, max_tokens=6, allow_imbalance=True, reference_answers=True,
+                           dpo={"iters": 1, "num_layers": 1, "batch_size": 1})
+    with pytest.raises(KeyboardInterrupt):
+        improve(config)
+    assert evaluated == [held[0]]  # the second suite never started
+    record = json.loads((tmp_path / "o" / "improve.json").read_text())
+    assert record["interrupted"] == f"evaluating {held[0]}" and "comparisons" not in record
 
 
 def test_a_training_suite_from_tools_data_expects_each_first_reply_and_skips_held_out_prompts(tmp_path):
@@ -302,6 +340,9 @@ def test_a_training_suite_from_tools_data_expects_each_first_reply_and_skips_hel
     held.write_text(json.dumps({"id": "h", "messages": records[2]["messages"][:2], "tools": TOOLS,
                                 "scorer": "tool_call", "expect": {"no_tool_call": True}}) + "\n")
     out = tmp_path / "suite.jsonl"
+    other = tmp_path / "other.jsonl"
+    other.write_text(held.read_text().replace("Held out", "What is 2+2?"))
+    assert write_training_suite(data, tmp_path / "both.jsonl", exclude=[held, other]) == (1, 2)
     assert write_training_suite(data, out, exclude=[held]) == (2, 1)
     cases = [json.loads(line) for line in out.read_text().splitlines()]
     assert [c["messages"] for c in cases] == [records[0]["messages"][:2], records[1]["messages"][:2]]

@@ -9,14 +9,15 @@ takes its expected answer, rendered as the assistant turn, as the chosen side.
 The rejected draft is one that made the chosen side's decision (the same tool, or
 no tool) when there is one. The rest are counted by why they gave none. The
 pairs' balance is checked (category and label, as ``punie data check`` counts
-them, and each decision's count as the chosen and as the rejected side) before
-``train_dpo`` trains the next policy from the current one. After the last round START and
-every round's adapter are evaluated on the held-out suite, each paired with START.
+them, and each decision's count as the chosen and as the rejected side; ``balance`` names
+which) before ``train_dpo`` trains the next policy from the current one. After the last round
+START and every round's adapter are evaluated on each held-out suite, each paired with START
+(Holm-adjusted over all of them).
 
 Layout of ``output``: ``round-N/drafts.jsonl`` (every draft, scored),
 ``round-N/pairs/{train,valid}.jsonl``, ``dpo-N/`` (round N's adapter, a ``punie
-dpo`` run), ``eval/`` (results.json, the report) and ``improve.json`` (settings,
-per-round counts, the comparisons).
+dpo`` run), ``eval/`` (results.json, the report; ``eval/<suite file stem>/`` each when there
+are several held-out suites) and ``improve.json`` (settings, per-round counts, the comparisons).
 """
 
 from __future__ import annotations
@@ -76,9 +77,10 @@ class ImproveConfig(BaseModel):
                                                      "past 2:1.")
     max_ratio: float = Field(2.0, gt=1, description="The most/least common category or label ratio allowed.")
     balance: tuple[Balance, ...] = Field(
-        BALANCE_KINDS, min_length=1, description="What the training pairs must balance (and --downsample cuts), "
-                                                 "comma-separated: categories, labels (yes/no, route, answer), "
-                                                 "decisions (tool or no tool, chosen vs rejected).")
+        BALANCE_KINDS, min_length=1, description="What the training pairs must hold to --max-ratio, comma-separated: "
+                                                 "categories, labels (yes/no, route, answer; checked, never cut), "
+                                                 "decisions (tool or no tool, chosen vs rejected). A category "
+                                                 "with no pair at all is always refused.")
     downsample: bool = Field(False, description="Drop training pairs of the commoner categories (a seeded choice) "
                                                 "until none has more than --max-ratio times the rarest, then "
                                                 "pairs whose decisions (tool or no tool) lean past it (the cuts "
@@ -180,13 +182,18 @@ def improve(config: ImproveConfig, *, on_round: Callable[[int, dict[str, Any]], 
         policy = result.output
         adapters.append(result.output)
     runs = ([config.adapter] if config.adapter else []) + adapters
-    comparisons = []
+    comparisons: list[dict[str, Any]] = []
     for path, eval_dir in zip(config.eval_suite, eval_dirs, strict=True):
         results = run_eval(path, model=config.model, adapters=runs, max_tokens=config.max_tokens,
                            out_dir=eval_dir, batch_size=config.batch_size, on_written=on_written)
+        if results.interrupted:  # run_eval keeps what finished on Ctrl-C; the comparisons would be partial
+            fileio.write_json(out / "improve.json", {"config": json.loads(config.model_dump_json()),
+                                                     "rounds": rounds, "interrupted": f"evaluating {path}"})
+            raise KeyboardInterrupt  # as if it had reached here: the caller stops, the CLI says what finished
         comparisons += [{"suite": str(path)} | c for c in start_comparisons(results, config.adapter is not None)]
-        fileio.write_json(out / "improve.json", {"config": json.loads(config.model_dump_json()), "rounds": rounds,
-                                                 "comparisons": comparisons})
+    comparisons = finish_comparisons(comparisons)  # Holm over every adapter on every held-out suite
+    fileio.write_json(out / "improve.json", {"config": json.loads(config.model_dump_json()), "rounds": rounds,
+                                             "comparisons": comparisons})
     return ImproveResult(output=out, rounds=rounds, adapters=adapters, comparisons=comparisons, eval_dirs=eval_dirs)
 
 
@@ -195,7 +202,7 @@ def _eval_dirs(output: Path, suites: list[Path]) -> list[Path]:
     if len(suites) == 1:
         return [output / "eval"]
     stems = [path.stem for path in suites]
-    if len(set(stems)) < len(stems):
+    if len({stem.casefold() for stem in stems}) < len(stems):  # one folder on a case-insensitive disk (macOS)
         raise DataError(f"two held-out suites have the same file name ({', '.join(map(str, suites))}); their "
                         "reports would share a folder: rename one.")
     return [output / "eval" / stem for stem in stems]
@@ -407,7 +414,7 @@ def downsample(pairs: list[dict[str, Any]], max_ratio: float, seed: int,
     """(kept pairs, dropped per category, dropped per chosen -> rejected decision): the cuts ``balance`` names
     ("categories", "decisions"), repeated until none drops a pair (cutting decisions can make a category the
     rarest, and the reverse). Labels are never cut (see :func:`downsample_categories`)."""
-    balance = set(balance)
+    balance = _kinds(balance)
     by_category: Counter[str] = Counter()
     by_decision: Counter[str] = Counter()
     while True:
@@ -423,11 +430,19 @@ def downsample(pairs: list[dict[str, Any]], max_ratio: float, seed: int,
             return pairs, dict(sorted(by_category.items())), dict(sorted(by_decision.items()))
 
 
+def _kinds(balance: Iterable[str]) -> set[str]:
+    kinds = set(balance)
+    if unknown := sorted(kinds - set(BALANCE_KINDS)):
+        raise ValueError(f"unknown balance {', '.join(map(repr, unknown))}; choose from {', '.join(BALANCE_KINDS)}")
+    return kinds
+
+
 def check_balance(pairs: list[dict[str, Any]], max_ratio: float, *, allow: bool,
                   suite_categories: Iterable[str] = (), balance: Iterable[str] = BALANCE_KINDS) -> list[str]:
     """Refuse (ImbalanceError) pairs whose category, label or decisions are past ``max_ratio``:1, unless ``allow``.
 
-    ``balance`` names what is checked ("categories", "labels", "decisions"; all three by default).
+    ``balance`` names what is held to the ratio ("categories", "labels", "decisions"; all three by default).
+    A category of the suite with no pair at all is refused whatever ``balance`` says.
 
     A category of the training suite (``suite_categories``) that gave no pair at all is the worst imbalance
     of all: nothing in the pairs holds that behaviour while DPO moves the others (on the demo, the no-tool
@@ -440,7 +455,7 @@ def check_balance(pairs: list[dict[str, Any]], max_ratio: float, *, allow: bool,
     """
     from punie.data.labels import imbalance, label_counts
 
-    balance = set(balance)
+    balance = _kinds(balance)
     counts = label_counts([(p, "preference") for p in pairs])
     problems = []
     fields = (("category",) if "categories" in balance else ()) + (LABEL_FIELDS if "labels" in balance else ())
@@ -451,7 +466,7 @@ def check_balance(pairs: list[dict[str, Any]], max_ratio: float, *, allow: bool,
             problems.append(f"the training pairs' {name} is {table} ({ratio:.1f}:1, above {max_ratio:g}:1)")
     paired = {str(p["category"]) for p in pairs if p.get("category") is not None}
     missing = sorted({str(c) for c in suite_categories} - paired)
-    if pairs and missing and "categories" in balance:
+    if pairs and missing:
         problems.append(f"no training pair has category {', '.join(map(repr, missing))}, which the training "
                         "suite holds")
     decisions = decision_counts(pairs) if "decisions" in balance else {}
@@ -468,10 +483,13 @@ def check_balance(pairs: list[dict[str, Any]], max_ratio: float, *, allow: bool,
 
 
 def start_comparisons(results: EvalResults, has_start: bool) -> list[dict[str, Any]]:
-    """Each new adapter against START (the baseline when there is no START), paired on the held-out cases."""
+    """Each new adapter against START (the baseline when there is no START), paired on the held-out cases.
+
+    Not yet Holm-adjusted: :func:`punie.eval.results.finish_comparisons` adjusts them with every other suite's.
+    """
     start = results.runs[1] if has_start else results.run(BASELINE)
     others = [r for r in results.runs if r is not start and r.name != BASELINE and r.cases]
-    return finish_comparisons([compare(start, r) for r in others])
+    return [compare(start, r) for r in others]
 
 
 def _dpo_config(config: ImproveConfig, policy: Path | None, pairs: Path, output: Path) -> DPOConfig:
