@@ -164,7 +164,7 @@ def improve(config: ImproveConfig, *, on_round: Callable[[int, dict[str, Any]], 
         pairing = make_pairs(train_suite.cases, drafts, reference_answers=config.reference_answers)
         record: dict[str, Any] = {"round": n, "start": str(policy) if policy else None, **pairing.summary()}
         rounds.append(record)
-        fileio.write_json(out / "improve.json", {"config": json.loads(config.model_dump_json()), "rounds": rounds})
+        _write_record(out, config, rounds)
         if on_round is not None:  # the counts, before the pairs can be refused
             on_round(n, record)
         split = split_pairs(pairing.pairs, config.valid_fraction, config.seed)
@@ -178,7 +178,7 @@ def improve(config: ImproveConfig, *, on_round: Callable[[int, dict[str, Any]], 
                                                    balance=config.balance)
         result = train_dpo(_dpo_config(config, policy, folder / "pairs", out / f"dpo-{n}"), training)
         record |= {"adapter": str(result.output), "final_val_accuracy": result.final_val_accuracy}
-        fileio.write_json(out / "improve.json", {"config": json.loads(config.model_dump_json()), "rounds": rounds})
+        _write_record(out, config, rounds)
         policy = result.output
         adapters.append(result.output)
     runs = ([config.adapter] if config.adapter else []) + adapters
@@ -187,14 +187,17 @@ def improve(config: ImproveConfig, *, on_round: Callable[[int, dict[str, Any]], 
         results = run_eval(path, model=config.model, adapters=runs, max_tokens=config.max_tokens,
                            out_dir=eval_dir, batch_size=config.batch_size, on_written=on_written)
         if results.interrupted:  # run_eval keeps what finished on Ctrl-C; the comparisons would be partial
-            fileio.write_json(out / "improve.json", {"config": json.loads(config.model_dump_json()),
-                                                     "rounds": rounds, "interrupted": f"evaluating {path}"})
+            _write_record(out, config, rounds, interrupted=f"evaluating {path}")
             raise KeyboardInterrupt  # as if it had reached here: the caller stops, the CLI says what finished
         comparisons += [{"suite": str(path)} | c for c in start_comparisons(results, config.adapter is not None)]
     comparisons = finish_comparisons(comparisons)  # Holm over every adapter on every held-out suite
-    fileio.write_json(out / "improve.json", {"config": json.loads(config.model_dump_json()), "rounds": rounds,
-                                             "comparisons": comparisons})
+    _write_record(out, config, rounds, comparisons=comparisons)
     return ImproveResult(output=out, rounds=rounds, adapters=adapters, comparisons=comparisons, eval_dirs=eval_dirs)
+
+
+def _write_record(out: Path, config: ImproveConfig, rounds: list[dict[str, Any]], **extra: Any) -> None:
+    """``improve.json``: the settings, the rounds so far and ``extra`` (the comparisons, or where it stopped)."""
+    fileio.write_json(out / "improve.json", {"config": json.loads(config.model_dump_json()), "rounds": rounds} | extra)
 
 
 def _eval_dirs(output: Path, suites: list[Path]) -> list[Path]:
@@ -442,11 +445,11 @@ def check_balance(pairs: list[dict[str, Any]], max_ratio: float, *, allow: bool,
     """Refuse (ImbalanceError) pairs whose category, label or decisions are past ``max_ratio``:1, unless ``allow``.
 
     ``balance`` names what is held to the ratio ("categories", "labels", "decisions"; all three by default).
-    A category of the suite with no pair at all is refused whatever ``balance`` says.
 
-    A category of the training suite (``suite_categories``) that gave no pair at all is the worst imbalance
-    of all: nothing in the pairs holds that behaviour while DPO moves the others (on the demo, the no-tool
-    ``answer`` cases gave none and the adapter began calling tools on questions).
+    A category of the training suite (``suite_categories``) that gave no pair at all is refused whatever
+    ``balance`` says: it is the worst imbalance of all, nothing in the pairs holds that behaviour while DPO
+    moves the others (on the demo, the no-tool ``answer`` cases gave none and the adapter began calling
+    tools on questions).
 
     Decisions (:func:`decision`) are counted over the pairs whose sides decided differently: a tool that is
     the rejected side far more often than the chosen one is pushed down on every prompt, its own included (on

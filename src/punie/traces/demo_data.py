@@ -267,19 +267,7 @@ def record_traces(store: TraceStore, workspace: Path, seed: int) -> int:
     """Run every training task (sample workspace, then the synthetic projects), each on a fresh copy of its
     tree when it writes files; returns how many traces were recorded."""
     with tempfile.TemporaryDirectory(prefix="punie-demo-") as tmp:
-        clean = training_workspace(workspace, Path(tmp) / "clean")
-        runs = [(clean, task) for task in demo_tasks.build_tasks("train", seed)]
-        # A request asked twice with the same tools ("read README.md" in two projects) would make the same
-        # first-step example twice, and the split could put one copy in train and the other in test.
-        seen = {_request_key(task) for _, task in runs}
-        trees: dict[str, Path] = {}
-        for project, task in project_tasks.training_tasks(seed):
-            if _request_key(task) in seen:
-                continue
-            seen.add(_request_key(task))
-            if project.name not in trees:
-                trees[project.name] = projects.materialize(project, Path(tmp) / "projects" / project.name)
-            runs.append((trees[project.name], task))
+        runs = _training_runs(workspace, seed, Path(tmp))
         failed = []
         for index, (tree, task) in enumerate(runs):
             root = tree
@@ -318,6 +306,25 @@ def write_task_suites(tasks_dir: Path, prefix: str, seed: int) -> dict[str, list
         tasks = task_suite.build_task_suite(pool, seed, tasks_dir, prefix, sandbox=_sandbox_level())
         suites[stem] = [t.line for t in tasks]
     return suites
+
+
+def _training_runs(workspace: Path, seed: int, tmp: Path) -> list[tuple[Path, demo_tasks.DemoTask]]:
+    """Every training task with the tree it runs on, written under ``tmp``: the sample workspace's tasks on its
+    training copy, then the training projects' tasks on their trees."""
+    clean = training_workspace(workspace, tmp / "clean")
+    runs = [(clean, task) for task in demo_tasks.build_tasks("train", seed)]
+    # A request asked twice with the same tools ("read README.md" in two projects) would make the same
+    # first-step example twice, and the split could put one copy in train and the other in test.
+    seen = {_request_key(task) for _, task in runs}
+    trees: dict[str, Path] = {}
+    for project, task in project_tasks.training_tasks(seed):
+        if _request_key(task) in seen:
+            continue
+        seen.add(_request_key(task))
+        if project.name not in trees:
+            trees[project.name] = projects.materialize(project, tmp / "projects" / project.name)
+        runs.append((trees[project.name], task))
+    return runs
 
 
 def _request_key(task: demo_tasks.DemoTask) -> tuple[Any, ...]:
@@ -382,15 +389,8 @@ def build_improve_suite(source: Path, seed: int, taken: set[str]) -> list[dict[s
     drafts on trained requests nearly all pass and pair nothing.
     """
     with tempfile.TemporaryDirectory(prefix="punie-improve-") as tmp:
-        clean = training_workspace(source, Path(tmp) / "clean")
-        runs = [(clean, task) for task in demo_tasks.build_tasks("train", seed)]
-        trees: dict[str, Path] = {}
-        for project, task in project_tasks.training_tasks(seed):
-            if project.name not in trees:
-                trees[project.name] = projects.materialize(project, Path(tmp) / "projects" / project.name)
-            runs.append((trees[project.name], task))
         kept = []
-        for case in suite_cases(runs):
+        for case in suite_cases(_training_runs(source, seed, Path(tmp))):
             if (key := prompt_key(case["messages"])) not in taken:
                 taken.add(key)
                 kept.append(case)
