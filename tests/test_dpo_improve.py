@@ -228,7 +228,7 @@ def write_suite(path: Path, prompts: list[str]) -> Path:
     return path
 
 
-def test_one_tiny_round_end_to_end(tiny_model, tmp_path, run_cli):
+def test_one_tiny_round_end_to_end(tiny_model, tmp_path, run_cli, monkeypatch):
     train_suite = write_suite(tmp_path / "train.jsonl", [f"Tell me about item {i}." for i in range(12)])
     held_out = write_suite(tmp_path / "held.jsonl", [f"Describe thing {i}, please." for i in range(4)])
     out = tmp_path / "improve"
@@ -257,6 +257,20 @@ def test_one_tiny_round_end_to_end(tiny_model, tmp_path, run_cli):
     assert [(c["baseline"], c["run"], c["n_paired"]) for c in result.comparisons] == [
         ("baseline", "dpo-1", 4)]
     assert json.loads((out / "improve.json").read_text())["rounds"] == rounds
+
+    # The same drafts again (--drafts): nothing is sampled, they are scored again and paired as before.
+    import punie.dpo.improve as improve_module
+
+    def no_sampling(*args, **kwargs):
+        raise AssertionError("--drafts must not sample")
+
+    monkeypatch.setattr(improve_module, "sample_drafts", no_sampling)
+    again = improve(config.model_copy(update={"output": tmp_path / "again", "drafts": out / "round-1" / "drafts.jsonl",
+                                              "dpo": config.dpo | {"iters": 1}}))
+    for name in ("round-1/drafts.jsonl", "round-1/pairs/train.jsonl", "round-1/pairs/valid.jsonl"):
+        assert (tmp_path / "again" / name).read_text() == (out / name).read_text()
+    assert again.rounds[0]["pairs"] == record["pairs"] and again.adapters == [tmp_path / "again" / "dpo-1"]
+    monkeypatch.undo()
 
     # From START (the adapter just made), through the CLI: START is what the new adapter is compared with.
     # Two held-out suites: each evaluated, compared and reported in its own folder.
@@ -371,3 +385,38 @@ def test_a_rejected_draft_with_a_broken_tool_call_is_trained_on(tiny_model, tmp_
     pairs = (tmp_path / "o" / "round-1" / "pairs" / "train.jsonl").read_text()
     assert "unterminated" in pairs and result.rounds[0]["pairs"] == 4
     assert json.loads((result.adapters[0] / "manifest.json").read_text())["status"] == "completed"
+
+
+def test_drafts_of_another_suite_are_refused_naming_the_line(tmp_path):
+    from punie.dpo.improve import load_drafts
+
+    cases = [case(0), case(1)]
+    path = tmp_path / "drafts.jsonl"
+    path.write_text(json.dumps({"case": "c0", "output": "yes"}) + "\n" + json.dumps({"case": "c1", "output": "no"})
+                    + "\n" + json.dumps({"case": "c1", "output": "e", "error": "out of memory"}) + "\n")
+    scored = load_drafts(path, cases)  # scored again by the case's scorer ("contains": "e")
+    assert [[d.passed for d in row] for row in scored] == [[True], [False, False]]
+    assert scored[1][1].reason == "engine error: out of memory"  # an engine failure stays a failure
+    with pytest.raises(DataError, match="no draft for 1 case"):
+        load_drafts(path, cases + [case(2)])
+    path.write_text(json.dumps({"case": "c0", "output": "yes"}) + "\n" + json.dumps({"case": "c9", "output": "x"}))
+    with pytest.raises(DataError, match=r"drafts.jsonl:2: case 'c9' is not in the training suite"):
+        load_drafts(path, cases)
+    path.write_text(json.dumps({"case": "c0"}) + "\n")
+    with pytest.raises(DataError, match=r"drafts.jsonl:1: a draft needs"):
+        load_drafts(path, cases)
+    with pytest.raises(DataError, match="does not exist"):
+        load_drafts(tmp_path / "missing.jsonl", cases)
+
+
+def test_improve_refuses_drafts_of_another_suite_before_writing_anything(tmp_path):
+    train_suite = write_suite(tmp_path / "train.jsonl", ["one", "two"])
+    held_out = write_suite(tmp_path / "held.jsonl", ["three"])
+    drafts = tmp_path / "drafts.jsonl"
+    drafts.write_text(json.dumps({"case": "other-0", "output": "e"}) + "\n")
+    config = ImproveConfig(suite=train_suite, eval_suite=held_out, output=tmp_path / "o", drafts=drafts)
+    with pytest.raises(DataError, match="'other-0' is not in the training suite"):
+        improve(config)
+    with pytest.raises(DataError, match="--drafts .*missing.jsonl does not exist"):
+        improve(config.model_copy(update={"drafts": tmp_path / "missing.jsonl"}))
+    assert not (tmp_path / "o").exists()

@@ -37,6 +37,7 @@ def improve(
     downsample: Annotated[bool | None, typer.Option(help=_help("downsample"))] = None,
     max_ratio: Annotated[float | None, typer.Option(help=_help("max_ratio"))] = None,
     balance: Annotated[str | None, typer.Option(help=_help("balance"))] = None,
+    drafts: Annotated[Path | None, typer.Option(help=_help("drafts"))] = None,
     iters: Annotated[int | None, typer.Option(help="DPO iterations per round (punie dpo --iters).")] = None,
     beta: Annotated[float | None, typer.Option(help="DPO beta (punie dpo --beta).")] = None,
     learning_rate: Annotated[float | None, typer.Option(help="DPO learning rate (punie dpo --learning-rate).")] = None,
@@ -58,12 +59,12 @@ def improve(
     given: dict[str, Any] = {k: v for k, v in locals().items() if k in ImproveConfig.model_fields and v is not None}
     given["dpo"] = {k: v for k, v in dpo.items() if v is not None}
     config = resolve_settings(ImproveConfig, given, None)
-    drafts = Progress(TextColumn("[bold]drafts"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err)
-    task = drafts.add_task("drafts", total=None)
+    bar = Progress(TextColumn("[bold]drafts"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err)
+    task = bar.add_task("drafts", total=None)
     try:
-        with drafts:
+        with bar:
             result = run_improve(config, on_round=_print_round, on_written=write_report,
-                                 on_draft=lambda done, total: drafts.update(task, completed=done, total=total),
+                                 on_draft=lambda done, total: bar.update(task, completed=done, total=total),
                                  training=_DPOReports(config.dpo.get("iters", DPOConfig.model_fields["iters"].default)))
     except (TrainingInterrupted, KeyboardInterrupt):
         err.print(f"[yellow]Interrupted.[/] What finished is in {output} (improve.json lists the rounds); "

@@ -14,6 +14,9 @@ which) before ``train_dpo`` trains the next policy from the current one. After t
 START and every round's adapter are evaluated on each held-out suite, each paired with START
 (Holm-adjusted over all of them).
 
+With ``drafts`` round 1 pairs an earlier run's scored drafts instead of sampling (another balance, loss or
+learning rate on the same drafts, without sampling them again).
+
 Layout of ``output``: ``round-N/drafts.jsonl`` (every draft, scored),
 ``round-N/pairs/{train,valid}.jsonl``, ``dpo-N/`` (round N's adapter, a ``punie
 dpo`` run), ``eval/`` (results.json, the report; ``eval/<suite file stem>/`` each when there
@@ -87,6 +90,9 @@ class ImproveConfig(BaseModel):
                                                 "--balance names); the counts dropped are printed and kept in "
                                                 "improve.json.")
     valid_fraction: float = Field(0.1, gt=0, lt=1, description="Share of pairs held out as DPO validation pairs.")
+    drafts: Path | None = Field(None, description="Round 1 pairs these scored drafts (an earlier run's "
+                                                  "round-N/drafts.jsonl, from START on this suite) instead of "
+                                                  "sampling; they are scored again with the suite's scorers.")
     dpo: dict[str, Any] = Field(default_factory=dict, description="punie dpo settings (iters, beta, ...).")
 
     @field_validator("eval_suite", mode="before")
@@ -147,19 +153,28 @@ def improve(config: ImproveConfig, *, on_round: Callable[[int, dict[str, Any]], 
     held_out = {path: load_suite(path) for path in config.eval_suite}
     eval_dirs = _eval_dirs(config.output, config.eval_suite)
     _dpo_config(config, config.adapter, config.output, config.output)  # bad DPO settings fail before any sampling
-    if config.suite is not None:  # checked before anything is written
-        trained = suite_prompts(load_suite(config.suite).cases)
+    if config.drafts is not None and not config.drafts.is_file():
+        raise DataError(f"--drafts {config.drafts} does not exist (expected an earlier run's round-N/drafts.jsonl).")
+    if config.suite is not None:  # checked (the drafts too) before anything is written
+        train_suite = load_suite(config.suite)
+        trained = suite_prompts(train_suite.cases)
         for path, suite in held_out.items():
             check_disjoint(suite.cases, path, trained, config.suite)
-    out = _claim(config.output)
-    suite_path = config.suite or out / "train-suite.jsonl"
-    if config.suite_from_data is not None:  # built without the held-out prompts
-        write_training_suite(config.suite_from_data, suite_path, exclude=config.eval_suite)
-    train_suite = load_suite(suite_path)
+        given = load_drafts(config.drafts, train_suite.cases) if config.drafts is not None else None
+        out = _claim(config.output)
+    else:  # built without the held-out prompts
+        assert config.suite_from_data is not None  # the config holds one of the two
+        out = _claim(config.output)
+        write_training_suite(config.suite_from_data, out / "train-suite.jsonl", exclude=config.eval_suite)
+        train_suite = load_suite(out / "train-suite.jsonl")
+        given = load_drafts(config.drafts, train_suite.cases) if config.drafts is not None else None
     policy, adapters, rounds = config.adapter, [], []
     for n in range(1, config.rounds + 1):
         folder = out / f"round-{n}"
-        drafts = sample_drafts(train_suite.cases, config, policy, seed=config.seed + n - 1, on_draft=on_draft)
+        if n == 1 and given is not None:
+            drafts = given
+        else:
+            drafts = sample_drafts(train_suite.cases, config, policy, seed=config.seed + n - 1, on_draft=on_draft)
         _write_drafts(folder / "drafts.jsonl", train_suite.cases, drafts)
         pairing = make_pairs(train_suite.cases, drafts, reference_answers=config.reference_answers)
         record: dict[str, Any] = {"round": n, "start": str(policy) if policy else None, **pairing.summary()}
@@ -241,6 +256,41 @@ def sample_drafts(cases: list[EvalCase], config: ImproveConfig, policy: Path | N
     if missing:
         raise DataError(f"the engine returned no draft for cases {missing[:5]}; nothing was paired.")
     return [[d for d in row if d is not None] for row in drafts]
+
+
+def load_drafts(path: Path, cases: list[EvalCase]) -> list[list[CaseResult]]:
+    """The drafts of ``path`` (``_write_drafts``'s format) per case of ``cases``, scored again by each case's scorer.
+
+    Refused (DataError naming the line) when a line is not a draft, names a case the suite lacks, or a case
+    has none: drafts of another suite would pair the wrong prompts. A draft the engine failed stays failed.
+    """
+    from punie.eval.engines import Generation
+    from punie.eval.outputs import ModelOutput
+    from punie.eval.runner import score_case
+    from punie.eval.suite import json_object
+
+    if not path.is_file():
+        raise DataError(f"{path} does not exist (expected an earlier run's round-N/drafts.jsonl).")
+    by_id = {case.id: case for case in cases}
+    rows: dict[str, list[CaseResult]] = {case.id: [] for case in cases}
+    for lineno, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{lineno}"
+        row = json_object(line, where)
+        case_id, output, error = row.get("case"), row.get("output"), row.get("error")
+        if not isinstance(case_id, str) or not isinstance(output, str):
+            raise DataError(f"{where}: a draft needs \"case\" (the case id) and \"output\" (the text), as "
+                            "punie improve writes them in round-N/drafts.jsonl.")
+        if case_id not in by_id:
+            raise DataError(f"{where}: case {case_id!r} is not in the training suite; these drafts were sampled "
+                            "on another suite. Pass the --suite they came from, or sample again without --drafts.")
+        generation = Generation(ModelOutput.from_text(output), None, error=error if isinstance(error, str) else None)
+        rows[case_id].append(score_case(by_id[case_id], generation))
+    if missing := [case_id for case_id, row in rows.items() if not row]:
+        raise DataError(f"--drafts {path} has no draft for {len(missing)} case(s) of the training suite "
+                        f"({', '.join(missing[:5])}); pass the --suite they came from, or sample again.")
+    return [rows[case.id] for case in cases]
 
 
 def make_pairs(cases: list[EvalCase], drafts: list[list[CaseResult]], *, reference_answers: bool) -> Pairing:
@@ -504,7 +554,8 @@ def _dpo_config(config: ImproveConfig, policy: Path | None, pairs: Path, output:
 
 
 def _write_drafts(path: Path, cases: list[EvalCase], drafts: list[list[CaseResult]]) -> None:
-    lines = [json.dumps({"case": case.id, "draft": j, "passed": d.passed, "reason": d.reason, "output": d.output})
+    lines = [json.dumps({"case": case.id, "draft": j, "passed": d.passed, "reason": d.reason, "output": d.output}
+                        | ({"error": d.error} if d.error else {}))
              for case, row in zip(cases, drafts, strict=True) for j, d in enumerate(row)]
     fileio.write_text(path, "".join(line + "\n" for line in lines))
 
