@@ -279,10 +279,12 @@ def test_one_tiny_round_end_to_end(tiny_model, tmp_path, run_cli, monkeypatch):
                   "--output",
                   str(tmp_path / "cli"), "--model", str(tiny_model), "--adapter", str(adapter), "--k", "4",
                   "--temperature", "1.0", "--max-tokens", "6", "--allow-imbalance", "--iters", "2",
-                  "--dpo-batch-size", "2", "--sft-weight", "0.5", "--keep", "last")
+                  "--dpo-batch-size", "2", "--sft-weight", "0.5", "--keep", "last", "--loss", "dpop",
+                  "--dpop-lambda", "5")
     assert cli.returncode == 0, cli.stderr
     dpo_config = json.loads((tmp_path / "cli" / "dpo-1" / "manifest.json").read_text())["config"]
-    assert (dpo_config["sft_weight"], dpo_config["keep"]) == (0.5, "last")
+    assert (dpo_config["sft_weight"], dpo_config["keep"], dpo_config["loss"], dpo_config["dpop_lambda"]) == (
+        0.5, "last", "dpop", 5.0)
     assert "Round 1:" in cli.stderr and "case(s) gave pairs" in cli.stderr and "all drafts failed" in cli.stderr
     both = json.loads((tmp_path / "cli" / "improve.json").read_text())["comparisons"]
     assert [(c["suite"], c["baseline"], c["run"], c["n_paired"]) for c in both] == [

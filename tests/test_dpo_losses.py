@@ -40,6 +40,8 @@ HAND = {
     "cdpo": ((0.9 * SIG1 + 0.1 * softplus(1.0)) + (0.9 * SIG2 + 0.1 * softplus(-0.75))) / 2,
     # -log sigma(h_w - h_l) + 1/2 [(h_w - 1)^2 + (h_l + 1)^2]
     "cal-dpo": ((softplus(-2.0) + 0.5 * (0.0 + 0.0)) + (softplus(1.5) + 0.5 * ((-2.0) ** 2 + 1.5 ** 2))) / 2,
+    # lambda = 2: penalty max(0, -h_w) is 0 and 1, so beta [d - 2 penalty] = 1 and 0.5 (-1.5 - 2) = -1.75
+    "dpop": (SIG1 + softplus(1.75)) / 2,
     # beta' = 1: -log mean(exp(-l_i))
     "dr-dpo": -math.log((math.exp(-SIG1) + math.exp(-SIG2)) / 2),
 }
@@ -51,15 +53,23 @@ def test_every_registered_loss_has_a_hand_value():
 
 @pytest.mark.parametrize("name", sorted(HAND))
 def test_loss_matches_hand_computed_value(name):
-    got = LOSSES[name](PAIRS, BETA, LossOptions(label_smoothing=EPS, dr_beta=1.0))
+    got = LOSSES[name](PAIRS, BETA, LossOptions(label_smoothing=EPS, dr_beta=1.0, dpop_lambda=2.0))
     assert got.shape == ()
     np.testing.assert_allclose(got.item(), HAND[name], rtol=1e-6)
 
 
 def test_hand_values_in_digits():
     # The same values written out, so a shared mistake in the helpers above cannot hide.
-    np.testing.assert_allclose([HAND["sigmoid"], HAND["hinge"], HAND["ipo"], HAND["cal-dpo"], HAND["dr-dpo"]],
-                               [0.7250663, 0.875, 1.25, 2.4766706, 0.6425683], rtol=1e-6)
+    np.testing.assert_allclose([HAND["sigmoid"], HAND["hinge"], HAND["ipo"], HAND["cal-dpo"], HAND["dr-dpo"],
+                                HAND["dpop"]], [0.7250663, 0.875, 1.25, 2.4766706, 0.6425683, 1.1117429], rtol=1e-6)
+
+
+def test_dpop_is_sigmoid_while_no_chosen_reply_lost_likelihood():
+    kept = PairLogps(policy_chosen=mx.array([-1.0, -2.0]), policy_rejected=mx.array([-3.0, -2.5]),
+                     reference_chosen=mx.array([-2.0, -3.0]), reference_rejected=mx.array([-2.0, -3.0]),
+                     chosen_tokens=mx.array([2.0, 4.0]), rejected_tokens=mx.array([1.0, 2.0]))
+    np.testing.assert_allclose(LOSSES["dpop"](kept, BETA, LossOptions(dpop_lambda=50.0)).item(),
+                               LOSSES["sigmoid"](kept, BETA, LossOptions()).item(), rtol=1e-6)
 
 
 def test_dr_dpo_interpolates_between_mean_and_min():

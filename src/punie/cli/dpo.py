@@ -29,6 +29,7 @@ def dpo(
     beta_schedule: Annotated[str | None, typer.Option(help=_help("beta_schedule"))] = None,
     label_smoothing: Annotated[float | None, typer.Option(help=_help("label_smoothing"))] = None,
     dr_beta: Annotated[float | None, typer.Option(help=_help("dr_beta"))] = None,
+    dpop_lambda: Annotated[float | None, typer.Option(help=_help("dpop_lambda"))] = None,
     sft_weight: Annotated[float | None, typer.Option(help=_help("sft_weight"))] = None,
     drop_noisy: Annotated[float | None, typer.Option(help=_help("drop_noisy"))] = None,
     fine_tune_type: Annotated[str | None, typer.Option(help=_help("fine_tune_type"))] = None,

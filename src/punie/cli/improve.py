@@ -42,6 +42,8 @@ def improve(
     beta: Annotated[float | None, typer.Option(help="DPO beta (punie dpo --beta).")] = None,
     learning_rate: Annotated[float | None, typer.Option(help="DPO learning rate (punie dpo --learning-rate).")] = None,
     loss: Annotated[str | None, typer.Option(help="Preference loss (punie dpo --loss).")] = None,
+    dpop_lambda: Annotated[float | None, typer.Option(help="lambda of the dpop loss (punie dpo "
+                                                           "--dpop-lambda).")] = None,
     dpo_batch_size: Annotated[int | None, typer.Option(help="Pairs per DPO batch (punie dpo --batch-size).")] = None,
     keep: Annotated[str | None, typer.Option(help="Which DPO weights each round's adapter holds: best (lowest "
                                                   "validation loss) or last (punie dpo --keep).")] = None,
@@ -55,7 +57,7 @@ def improve(
     from punie.training.config import resolve_settings
 
     dpo = {"iters": iters, "beta": beta, "learning_rate": learning_rate, "loss": loss, "batch_size": dpo_batch_size,
-           "sft_weight": sft_weight, "keep": keep}
+           "sft_weight": sft_weight, "keep": keep, "dpop_lambda": dpop_lambda}
     given: dict[str, Any] = {k: v for k, v in locals().items() if k in ImproveConfig.model_fields and v is not None}
     given["dpo"] = {k: v for k, v in dpo.items() if v is not None}
     config = resolve_settings(ImproveConfig, given, None)

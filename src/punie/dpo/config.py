@@ -30,13 +30,16 @@ class DPOConfig(BaseModel):
     model: str | None = Field(None, description="Base model: 'default', a model directory, or a repo id.")
     adapter: Path | None = Field(None, description="START: a LoRA adapter to continue (and the reference policy).")
     output: Path | None = Field(None, description="Adapter output directory (default: adapters/<timestamp>).")
-    loss: str = Field("sigmoid", description="Preference loss: sigmoid, hinge, ipo, robust, cdpo, cal-dpo, dr-dpo.")
+    loss: str = Field("sigmoid", description="Preference loss: sigmoid, hinge, ipo, robust, cdpo, cal-dpo, dpop, "
+                                               "dr-dpo.")
     beta: float = Field(0.1, gt=0, description="Strength of the pull towards the reference policy.")
     beta_schedule: str | None = Field(None, description="BETA:STEP,... e.g. 0.05:0,0.1:40 (0.05 from step 0, "
                                                         "0.1 from step 40); overrides --beta.")
     label_smoothing: float = Field(0.1, ge=0, lt=0.5, description="epsilon of the robust and cdpo losses "
                                                                  "(the assumed share of flipped labels).")
     dr_beta: float = Field(1.0, gt=0, description="beta' of the dr-dpo loss (smaller trusts noisy pairs less).")
+    dpop_lambda: float = Field(50.0, ge=0, description="lambda of the dpop loss: how hard a chosen reply "
+                                                       "less likely than under the reference is penalised.")
     sft_weight: float = Field(0.0, ge=0, description="Add this times the chosen reply's per-token NLL to the loss.")
     drop_noisy: float = Field(0.0, ge=0, lt=1, description="Drop this fraction of training pairs whose reference "
                                                            "margin most favours the rejected reply.")

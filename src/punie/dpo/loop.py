@@ -76,7 +76,8 @@ class DPOTrainer:
         self.optimizer = build_optimizer(cast(Any, config), config.iters)
         self.state = DPOState()
         self.logps = logps_fn(model)
-        self.options = LossOptions(label_smoothing=config.label_smoothing, dr_beta=config.dr_beta)
+        self.options = LossOptions(label_smoothing=config.label_smoothing, dr_beta=config.dr_beta,
+                                   dpop_lambda=config.dpop_lambda)
         self._ctrl_c = StopAtStepBoundary()
         self._saved_step = 0  # the step of the newest checkpoint (0: none)
 

@@ -48,6 +48,7 @@ class PairLogps:
 class LossOptions:
     label_smoothing: float = 0.1  # epsilon of robust and cdpo
     dr_beta: float = 1.0  # beta' of dr-dpo
+    dpop_lambda: float = 50.0  # lambda of dpop
 
 
 def _log_sigmoid(x: Any) -> Any:
@@ -101,6 +102,18 @@ def cal_dpo_loss(p: PairLogps, beta: Any, o: LossOptions) -> Any:
     return (-_log_sigmoid(h_w - h_l) + 0.5 * ((h_w - target) ** 2 + (h_l + target) ** 2)).mean()
 
 
+def dpop_loss(p: PairLogps, beta: Any, o: LossOptions) -> Any:
+    """DPO-Positive (Pal et al. 2024): -log sigma(beta [d - lambda max(0, log pi_ref(y_w) - log pi(y_w))]).
+
+    The penalty is zero while the chosen reply is at least as likely as under the reference: the margin
+    cannot grow by lowering both sides' likelihood, which pairs whose sides share most tokens invite.
+    """
+    import mlx.core as mx
+
+    penalty = mx.maximum(0.0, -p.chosen_ratio)
+    return (-_log_sigmoid(beta * (p.margin - o.dpop_lambda * penalty))).mean()
+
+
 def dr_dpo_loss(p: PairLogps, beta: Any, o: LossOptions) -> Any:
     """Distributionally robust DPO (Wu et al. 2024): -beta' log mean_batch exp(-l_i / beta').
 
@@ -122,6 +135,7 @@ LOSSES: dict[str, Callable[[PairLogps, Any, LossOptions], Any]] = {
     "robust": robust_loss,
     "cdpo": cdpo_loss,
     "cal-dpo": cal_dpo_loss,
+    "dpop": dpop_loss,
     "dr-dpo": dr_dpo_loss,
 }
 
