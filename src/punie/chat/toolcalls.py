@@ -25,6 +25,7 @@ TOOL_CALL_START = "<tool_call>"
 TOOL_CALL_END = "</tool_call>"
 _BLOCK = re.compile(re.escape(TOOL_CALL_START) + r"(.*?)(?:" + re.escape(TOOL_CALL_END) + r"|$)", re.S)
 _END_MARKERS = ("<|im_end|>", "<|endoftext|>")
+_NAMED = re.compile(re.escape(TOOL_CALL_START) + r'\s*\{\s*"name"\s*:\s*"([^"]+)"')
 
 
 @dataclass(frozen=True)
@@ -107,6 +108,13 @@ def parse_text(text: str) -> ParsedResponse:
             errors.append(f"tool call has the wrong shape: {exc}")
     content = _BLOCK.sub("", text).strip()
     return ParsedResponse(content=content, tool_calls=calls, errors=errors)
+
+
+def named_tool(text: str) -> str | None:
+    """The tool name the first ``<tool_call>`` block of ``text`` begins with, read even when its JSON is broken
+    (cut off by a token limit, say); None when no block names one."""
+    named = _NAMED.search(text)
+    return named.group(1) if named else None
 
 
 def parse_message(message: dict[str, Any]) -> ParsedResponse:

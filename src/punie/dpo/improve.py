@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import random
-import re
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -37,7 +36,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from punie import fileio
-from punie.chat.toolcalls import TOOL_CALL_START, parse_message
+from punie.chat.toolcalls import named_tool, parse_message
 from punie.dpo import DPOConfig, resolve_dpo_config, train_dpo
 from punie.dpo.train_suite import write_training_suite
 from punie.errors import ConfigError, DataError
@@ -53,7 +52,6 @@ BALANCE_KINDS: tuple[Balance, ...] = ("categories", "labels", "decisions")
 REASONS = ("all drafts passed", "all drafts failed")
 NO_TOOL = "no tool"
 UNPARSED = "unparsed tool call"
-_NAMED = re.compile(re.escape(TOOL_CALL_START) + r'\s*\{\s*"name"\s*:\s*"([^"]+)"')
 
 
 class ImproveConfig(BaseModel):
@@ -333,8 +331,7 @@ def decision(reply: dict[str, Any]) -> str:
         return parsed.tool_calls[0].name
     if not parsed.errors:
         return NO_TOOL
-    named = _NAMED.search(reply.get("content") or "")
-    return named.group(1) if named else UNPARSED
+    return named_tool(reply.get("content") or "") or UNPARSED
 
 
 def _assistant(text: str) -> dict[str, Any]:
